@@ -1,0 +1,1 @@
+"""Precomputed-features backend for faceaudit."""
