@@ -1,1 +1,97 @@
-"""backends"""
+"""Model backends: open a model file, list its layers, extract pooled features.
+
+Backends are found through the `faceaudit.backends` entry-point group; the
+built-in ONNX and PyTorch backends are registered there exactly like plugins.
+A backend is picked by file suffix (each backend class declares `suffixes`) or
+by explicit name. Importing this package does not import torch or onnxruntime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from faceaudit import registry
+from faceaudit.backends.base import Backend, BackendInfo, InputSpec, LayerInfo, file_sha256
+from faceaudit.backends.pooling import FLATTEN_MAX_DIM, POOLINGS, parse_pooling, pool, pooled_dim
+from faceaudit.backends.selection import layer_table, select_layers
+from faceaudit.errors import ModelError, PluginError
+
+__all__ = [
+    "Backend",
+    "BackendInfo",
+    "FLATTEN_MAX_DIM",
+    "InputSpec",
+    "LayerInfo",
+    "Model",
+    "POOLINGS",
+    "backend_for_path",
+    "file_sha256",
+    "get_backend",
+    "layer_table",
+    "list_backends",
+    "open_model",
+    "parse_pooling",
+    "pool",
+    "pooled_dim",
+    "select_layers",
+]
+
+#: The type returned by open_model (every backend subclasses it).
+Model = Backend
+
+
+def get_backend(name: str) -> type[Backend]:
+    """The backend class registered under `name` in the `faceaudit.backends` entry-point group."""
+    cls = registry.load_plugin(registry.BACKENDS, name)
+    if not isinstance(cls, type) or not hasattr(cls, "suffixes"):
+        raise PluginError(
+            f"The backend plugin {name!r} does not provide a backend class with `suffixes`; "
+            "see 'Writing a backend plugin' in the README."
+        )
+    return cls
+
+
+def list_backends() -> list[BackendInfo]:
+    """Installed backends with the suffixes they open (for `faceaudit plugins`); broken ones carry `error`."""
+    out = []
+    for info in registry.list_plugins(registry.BACKENDS):
+        try:
+            suffixes = tuple(get_backend(info.name).suffixes)
+            err = None
+        except PluginError as exc:
+            suffixes, err = (), str(exc)
+        out.append(BackendInfo(info.name, suffixes, info.value, info.distribution, info.version, err))
+    return out
+
+
+def backend_for_path(path: str | Path) -> str:
+    """Name of the installed backend whose suffixes match `path` (built-ins win ties)."""
+    lower = Path(path).name.lower()
+    matches: list[tuple[int, str]] = []
+    known: list[str] = []
+    for info in list_backends():
+        known.extend(info.suffixes)
+        for suf in info.suffixes:
+            if lower.endswith(suf.lower()):
+                builtin = info.distribution == "faceaudit"
+                matches.append((-len(suf) * 2 - int(builtin), info.name))
+    if not matches:
+        raise ModelError(
+            f"No installed backend opens {Path(path).name!r} (known suffixes: {', '.join(sorted(set(known)))}). "
+            "Pass backend=NAME (--backend), or install a backend plugin for this format."
+        )
+    return sorted(matches)[0][1]
+
+
+def open_model(path: str | Path, backend: str | None = None, **options: Any) -> Backend:
+    """Open a model file with the backend named `backend`, or the one its suffix selects.
+
+    `options` go to the backend (e.g. device="cpu", final_layer=..., input-spec
+    overrides height/width/layout/channel_order/mean/std, factory= for PyTorch).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"Model file {p} does not exist. Check the path.")
+    cls = get_backend(backend) if backend else get_backend(backend_for_path(p))
+    return cls(p, **options)

@@ -1,0 +1,307 @@
+"""The backend contract: what every model backend (built-in or plugin) provides.
+
+A backend opens one model file, lists its layers under the model's own names,
+describes the input it expects, and turns an already preprocessed batch into
+pooled per-layer feature vectors. Everything above this module (feature
+extraction, the audit) speaks only this contract, so a plugin backend is used
+exactly like the built-in ONNX and PyTorch ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from faceaudit.errors import InputError, ModelError, did_you_mean
+
+#: Name under which every backend exposes the model input as a probe-able layer.
+INPUT_KIND = "Input"
+
+_LAYOUTS = ("NCHW", "NHWC")
+_ORDERS = ("RGB", "BGR")
+
+
+def _triple(value: Any, what: str, source: str) -> tuple[float, float, float]:
+    if isinstance(value, (int, float)):
+        vals = (float(value),) * 3
+    else:
+        try:
+            vals = tuple(float(v) for v in value)
+        except (TypeError, ValueError):
+            vals = ()
+        if len(vals) == 1:
+            vals = vals * 3
+    if len(vals) != 3 or not all(math.isfinite(v) for v in vals):
+        raise ModelError(f"{source}: {what} must be one number or three (one per channel), got {value!r}.")
+    return vals  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects: model_input = (pixel_0_255 - mean) / std, in `layout` and `channel_order`.
+
+    The defaults are the ArcFace convention (112x112, RGB, mean 127.5, std 127.5),
+    which most open face-recognition models follow.
+    """
+
+    height: int = 112
+    width: int = 112
+    layout: str = "NCHW"
+    channel_order: str = "RGB"
+    mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    std: tuple[float, float, float] = (127.5, 127.5, 127.5)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "height": self.height,
+            "width": self.width,
+            "layout": self.layout,
+            "channel_order": self.channel_order,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    def with_overrides(self, source: str = "options", **overrides: Any) -> "InputSpec":
+        """Return a copy with the non-None `overrides` applied and validated."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = set(given) - {"height", "width", "layout", "channel_order", "mean", "std"}
+        if unknown:
+            raise ModelError(
+                f"{source}: unknown input-spec key(s) {sorted(unknown)}; "
+                "use height, width, layout, channel_order, mean, std."
+            )
+        spec = replace(self)
+        for key in ("height", "width"):
+            if key in given:
+                try:
+                    v = int(given[key])
+                except (TypeError, ValueError):
+                    v = -1
+                if v <= 0:
+                    raise ModelError(f"{source}: {key} must be a positive number of pixels, got {given[key]!r}.")
+                spec = replace(spec, **{key: v})
+        if "layout" in given:
+            lay = str(given["layout"]).upper()
+            if lay not in _LAYOUTS:
+                raise ModelError(f"{source}: layout must be NCHW or NHWC, got {given['layout']!r}.")
+            spec = replace(spec, layout=lay)
+        if "channel_order" in given:
+            order = str(given["channel_order"]).upper()
+            if order not in _ORDERS:
+                raise ModelError(f"{source}: channel_order must be RGB or BGR, got {given['channel_order']!r}.")
+            spec = replace(spec, channel_order=order)
+        if "mean" in given:
+            spec = replace(spec, mean=_triple(given["mean"], "mean", source))
+        if "std" in given:
+            std = _triple(given["std"], "std", source)
+            if any(s == 0 for s in std):
+                raise ModelError(f"{source}: std must be non-zero, got {given['std']!r}.")
+            spec = replace(spec, std=std)
+        return spec
+
+    @classmethod
+    def from_json(cls, text: str, source: str, base: "InputSpec | None" = None) -> "InputSpec":
+        """Parse the JSON form (the `faceaudit.input_spec` metadata) on top of `base`."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{source}: faceaudit.input_spec is not valid JSON ({exc}); fix or remove it.") from exc
+        if not isinstance(data, dict):
+            raise ModelError(f"{source}: faceaudit.input_spec must be a JSON object, got {type(data).__name__}.")
+        return (base or cls()).with_overrides(source=source, **data)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One probe-able layer: its name as the model names it, its kind (op or module class) and output shape.
+
+    `shape` includes the batch dimension as None; other dimensions may be None when
+    the model leaves them symbolic.
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int | None, ...] | None
+    index: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "shape": list(self.shape) if self.shape is not None else None,
+            "index": self.index,
+        }
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+class Backend:
+    """Base class of a model opened by a backend.
+
+    Subclasses set `name` and `suffixes`, fill `self._layers`, `self._input_spec`
+    and `self._final`, and implement `_run(batch, names) -> {name: raw array}` for
+    non-input layers. Validation of layer names, the input layer and pooling are
+    handled here once for all backends.
+    """
+
+    name: ClassVar[str] = "base"
+    suffixes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, path: str | Path, **options: Any) -> None:
+        self.path = Path(path)
+        self.options: dict[str, Any] = dict(options)
+        self._layers: list[LayerInfo] = []
+        self._input_spec = InputSpec()
+        self._final = ""
+        self._sha256: str | None = None
+
+    # -- contract -------------------------------------------------------------
+    @property
+    def backend_name(self) -> str:
+        return self.name
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the model file (the main file only, not external-data files)."""
+        if self._sha256 is None:
+            self._sha256 = file_sha256(self.path)
+        return self._sha256
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self._input_spec
+
+    @property
+    def final_layer(self) -> str:
+        return self._final
+
+    @property
+    def input_layer(self) -> str:
+        return self._layers[0].name
+
+    def layers(self) -> list[LayerInfo]:
+        """All probe-able layers in execution order; the first is the model input."""
+        return list(self._layers)
+
+    def layer(self, name: str) -> LayerInfo:
+        for info in self._layers:
+            if info.name == name:
+                return info
+        raise ModelError(
+            f"{self.path.name} has no layer {name!r}.{did_you_mean(name, [l.name for l in self._layers])} "
+            f"Run `faceaudit layers {self.path}` to list them."
+        )
+
+    def extract(
+        self, batch: np.ndarray, layers: Sequence[str], pooling: str = "avg"
+    ) -> dict[str, np.ndarray]:
+        """Run one preprocessed batch and return {layer: float32 (batch, dim)}, pooled.
+
+        `batch` is float32 in the model's own layout (see `input_spec`). All
+        requested layers come from one forward pass.
+        """
+        from faceaudit.backends.pooling import parse_pooling, pool
+
+        names = list(dict.fromkeys(layers))
+        if not names:
+            raise InputError("extract() needs at least one layer name; use select_layers(model, 'auto').")
+        for n in names:
+            self.layer(n)
+        arr = self._check_batch(batch)
+        inner = [n for n in names if n != self.input_layer]
+        parse_pooling(pooling)
+        pooled = self._run_pooled(arr, inner, pooling) if inner else {}
+        out: dict[str, np.ndarray] = {}
+        for n in names:
+            if n == self.input_layer:
+                out[n] = pool(arr, pooling, channels_last=self._input_spec.layout == "NHWC", is_input=True)
+            else:
+                out[n] = pooled[n]
+        return out
+
+    # -- helpers for subclasses ---------------------------------------------
+    def _check_batch(self, batch: np.ndarray) -> np.ndarray:
+        arr = np.asarray(batch)
+        if arr.dtype != np.float32:
+            arr = arr.astype(np.float32)
+        spec = self._input_spec
+        expect = (
+            (3, spec.height, spec.width) if spec.layout == "NCHW" else (spec.height, spec.width, 3)
+        )
+        if arr.ndim != 4 or tuple(arr.shape[1:]) != expect:
+            raise InputError(
+                f"{self.path.name} expects a batch of shape (N, {', '.join(map(str, expect))}) "
+                f"({spec.layout}), got {tuple(arr.shape)}. Preprocess images with "
+                "faceaudit.data.preprocess.PreprocessSpec.from_input_spec(model.input_spec)."
+            )
+        return arr
+
+    def _run(self, batch: np.ndarray, names: list[str]) -> Mapping[str, np.ndarray]:
+        """Raw outputs (batch first, any shape) of the non-input layers `names`, from one forward pass."""
+        raise NotImplementedError
+
+    def _run_pooled(self, batch: np.ndarray, names: list[str], pooling: str) -> dict[str, np.ndarray]:
+        """Pooled float32 (batch, dim) outputs; backends that can pool on their device override this."""
+        from faceaudit.backends.pooling import pool
+
+        raw = self._run(batch, names)
+        return {n: pool(np.asarray(raw[n]), pooling) for n in names}
+
+    def _check_final(self, declared: str | None) -> None:
+        """Require a 2-D (batch, dim) final layer, or the one named by final_layer=."""
+        if declared:
+            self.layer(declared)
+            self._final = declared
+            return
+        shape = self.layer(self._final).shape
+        if shape is not None and len(shape) != 2:
+            two_d = [l.name for l in self._layers if l.shape is not None and len(l.shape) == 2]
+            hint = f" 2-D layers: {', '.join(two_d[-3:])}." if two_d else ""
+            raise ModelError(
+                f"{self.path}: the model output {self._final!r} has shape {list(shape)}, but faceaudit needs a "
+                f"(batch, dim) face embedding as the final output. Pass final_layer=NAME (option "
+                f"--final-layer) to name the embedding layer, or re-export the model with a flattened "
+                f"embedding output.{hint}"
+            )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path.name} ({len(self._layers)} layers)>"
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """One installed backend: entry-point name, suffixes it opens, where it comes from."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    value: str
+    distribution: str
+    version: str
+    error: str | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "suffixes": list(self.suffixes),
+            "value": self.value,
+            "distribution": self.distribution,
+            "version": self.version,
+            "error": self.error,
+        }

@@ -1,0 +1,105 @@
+"""Choosing which layers to probe: `auto`, explicit names, glob patterns.
+
+`auto` follows the paper's spread of depth: the input, an early, a middle and a
+late feature map, and the final embedding (about five layers). Feature maps are
+preferred at activation outputs (ReLU, Clip, PReLU, Add, ... or, for PyTorch,
+container blocks), because pre-activation convolution outputs are less usual
+probe points.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from typing import Any
+
+from faceaudit.backends.base import Backend, LayerInfo
+from faceaudit.backends.pooling import pooled_dim
+from faceaudit.errors import ModelError, did_you_mean
+
+AUTO_FRACTIONS = (0.2, 0.5, 0.8)
+_PREFERRED = {
+    "relu", "clip", "prelu", "leakyrelu", "relu6", "hardswish", "hardtanh", "silu", "sigmoid", "add", "concat",
+    "maxpool", "averagepool", "maxpool2d", "avgpool2d", "sequential", "basicblock", "bottleneck",
+    "invertedresidual", "elu", "gelu", "mish", "swish",
+}
+
+
+def _auto(model: Backend) -> list[str]:
+    layers = model.layers()
+    final = model.final_layer
+    inner = [l for l in layers[1:] if l.name != final]
+    maps = [l for l in inner if l.shape is not None and len(l.shape) == 4]
+    preferred = [l for l in maps if l.kind.lower() in _PREFERRED]
+    pool: list[LayerInfo] = preferred or maps or inner
+    picks = [layers[0].name]
+    if pool:
+        for f in AUTO_FRACTIONS:
+            picks.append(pool[round(f * (len(pool) - 1))].name)
+    picks.append(final)
+    return list(dict.fromkeys(picks))
+
+
+def select_layers(model: Backend, spec: str | Sequence[str] = "auto") -> list[str]:
+    """Resolve a layer spec to layer names in model order.
+
+    `spec` is "auto", "all", "final", "input", a comma-separated list of names
+    and glob patterns (e.g. "*Relu*,embeddings"), or a sequence of those. Unknown
+    names raise a ModelError that suggests close matches.
+    """
+    names = [l.name for l in model.layers()]
+    if isinstance(spec, str):
+        s = spec.strip()
+        if s == "auto":
+            return _auto(model)
+        if s == "all":
+            return names
+        items = [p.strip() for p in s.split(",") if p.strip()] if s not in names else [s]
+    else:
+        items = [str(p) for p in spec]
+    if not items:
+        raise ModelError(f"No layers given for {model.path.name}; use 'auto', names or glob patterns.")
+    chosen: set[str] = set()
+    for item in items:
+        if item in names:
+            chosen.add(item)
+        elif item == "final":
+            chosen.add(model.final_layer)
+        elif item == "input":
+            chosen.add(names[0])
+        elif item == "auto":
+            chosen.update(_auto(model))
+        elif any(c in item for c in "*?["):
+            hits = fnmatch.filter(names, item)
+            if not hits:
+                raise ModelError(
+                    f"The pattern {item!r} matches no layer of {model.path.name}. "
+                    f"Run `faceaudit layers {model.path}` to list them."
+                )
+            chosen.update(hits)
+        else:
+            raise ModelError(
+                f"{model.path.name} has no layer {item!r}.{did_you_mean(item, names)} "
+                f"Run `faceaudit layers {model.path}` to list them, or use glob patterns like '*{item}*'."
+            )
+    return [n for n in names if n in chosen]
+
+
+def layer_table(model: Backend, pooling: str = "avg") -> list[dict[str, Any]]:
+    """Rows for `faceaudit layers MODEL`: name, kind, shape, pooled dim, relative depth, auto pick."""
+    auto = set(_auto(model))
+    layers = model.layers()
+    last = max(len(layers) - 1, 1)
+    return [
+        {
+            "name": l.name,
+            "kind": l.kind,
+            "shape": list(l.shape) if l.shape is not None else None,
+            "dim": pooled_dim(l.shape, pooling, is_input=(i == 0),
+                              channels_last=(i == 0 and model.input_spec.layout == "NHWC")),
+            "depth": round(i / last, 4),
+            "auto": l.name in auto,
+            "final": l.name == model.final_layer,
+        }
+        for i, l in enumerate(layers)
+    ]
