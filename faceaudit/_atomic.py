@@ -12,6 +12,15 @@ from typing import IO
 from faceaudit.errors import OutputError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: object) -> Iterator[IO]:
     """Open a temporary file beside `path`; rename it over `path` only on success."""
@@ -19,6 +28,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: object)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a report is a normal file
     except OSError as exc:
         raise OutputError(
             f"Cannot write to {target.parent}: {exc.strerror}. Choose a writable output folder."
