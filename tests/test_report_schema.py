@@ -1,0 +1,112 @@
+"""report.json schema: round trip, validation messages, JSON safety."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from test_report_data import full_report, no_fairness_report, warning_heavy_report
+
+from faceaudit.errors import FaceAuditError
+from faceaudit.report import SCHEMA_VERSION, AuditResult, ReportError, report_json
+from faceaudit.report.schema import ModelInfo
+
+
+@pytest.mark.parametrize("make", [full_report, no_fairness_report, warning_heavy_report])
+def test_round_trip_is_lossless(make) -> None:
+    d = make()
+    result = AuditResult.from_dict(d)
+    assert result.to_dict() == json.loads(json.dumps(d))
+    assert AuditResult.from_dict(result.to_dict()) == result
+    assert list(result.to_dict())[:3] == ["schema_version", "kind", "faceaudit_version"]
+
+
+def test_result_is_frozen_and_typed() -> None:
+    r = AuditResult.from_dict(full_report())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.demo = True  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        r.expressivity[0]["mi"] = 1.0  # type: ignore[index]
+    assert r.schema_version == SCHEMA_VERSION == "1.0"
+    assert r.layers[-1].name == "embedding" and r.layers[-1].depth == 1.0
+    assert r.data.attributes[1].groups[1].label == "black" and r.data.attributes[1].groups[1].count == 132
+    assert r.fairness is not None and r.fairness[0]["groups"][0]["group"] == "female"
+
+
+def test_extra_keys_are_kept() -> None:
+    d = full_report()
+    d["expressivity"][0]["future_key"] = {"a": [1, 2]}
+    d["model"]["opset"] = 17
+    d["something_new"] = "x"
+    out = AuditResult.from_dict(d).to_dict()
+    assert out["expressivity"][0]["future_key"] == {"a": [1, 2]}
+    assert out["model"]["opset"] == 17
+    assert out["something_new"] == "x"
+
+
+def test_nan_and_numpy_become_json_safe() -> None:
+    d = full_report()
+    d["expressivity"][0]["mi"] = float("nan")
+    d["expressivity"][1]["n"] = np.int64(3000)
+    d["expressivity"][1]["seeds_mi"] = np.array([0.1, 0.2], dtype=np.float32)
+    d["fairness"][0]["disparities"]["fmr"]["max_min_ratio"] = float("inf")
+    r = AuditResult.from_dict(d)
+    text = report_json(r)  # allow_nan=False: would raise on NaN
+    back = json.loads(text)
+    assert back["expressivity"][0]["mi"] is None
+    assert back["expressivity"][1]["n"] == 3000 and isinstance(back["expressivity"][1]["n"], int)
+    assert back["expressivity"][1]["seeds_mi"] == pytest.approx([0.1, 0.2])
+    assert back["fairness"][0]["disparities"]["fmr"]["max_min_ratio"] is None
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda d: d.pop("expressivity"), "'expressivity'"),
+        (lambda d: d["expressivity"][3].pop("ci_low"), "'expressivity[3].ci_low'"),
+        (lambda d: d["model"].pop("sha256"), "'model.sha256'"),
+        (lambda d: d["data"]["attributes"][1].pop("n_valid"), "'data.attributes[1].n_valid'"),
+        (lambda d: d["fairness"][1]["groups"][0].pop("fnmr"), "'fairness[1].groups[0].fnmr'"),
+        (lambda d: d["expressivity"][0].__setitem__("mi", "high"), "'expressivity[0].mi' must be a number"),
+        (lambda d: d.__setitem__("demo", "yes"), "'demo' must be true or false"),
+        (lambda d: d["layers"][0].__setitem__("depth", 3), "'layers[0].depth' must lie in [0, 1]"),
+        (lambda d: d["fairness"][0]["cross_group_fmr"]["matrix"].pop(), "cross_group_fmr.matrix"),
+    ],
+)
+def test_invalid_reports_name_the_key_and_the_fix(mutate, needle) -> None:
+    d = full_report()
+    mutate(d)
+    with pytest.raises(ReportError) as info:
+        AuditResult.from_dict(d)
+    msg = str(info.value)
+    assert needle in msg
+    assert "faceaudit run" in msg or "Regenerate" in msg
+    assert isinstance(info.value, FaceAuditError)
+
+
+def test_wrong_version_and_kind() -> None:
+    d = full_report()
+    d["schema_version"] = "2.0"
+    with pytest.raises(ReportError, match=r"schema_version '2.0'.*reads 1.x"):
+        AuditResult.from_dict(d)
+    d = full_report()
+    d["schema_version"] = "1.3"  # newer minor of the same major: readable
+    assert AuditResult.from_dict(d).schema_version == "1.3"
+    d = full_report()
+    d["kind"] = "trend"
+    with pytest.raises(ReportError, match="kind 'trend'"):
+        AuditResult.from_dict(d)
+    with pytest.raises(ReportError, match="must be a JSON object"):
+        AuditResult.from_dict([1, 2])  # type: ignore[arg-type]
+
+
+def test_direct_construction_validates_entries() -> None:
+    r = AuditResult.from_dict(full_report())
+    bad = dict(r.expressivity[0])
+    del bad["null_mi"]
+    with pytest.raises(ReportError, match=r"expressivity\[0\].null_mi"):
+        dataclasses.replace(r, expressivity=(bad,))
+    m = ModelInfo(path="m.onnx", sha256="0" * 64, backend="onnx", input={"mean": np.float32(127.5)})
+    assert m.to_dict()["input"] == {"mean": 127.5}
