@@ -1,0 +1,332 @@
+"""One audit, from a model file and a manifest to report.html and report.json.
+
+`run_audit(config)` is what `faceaudit run` does: load and validate the
+manifest, open the model, extract the chosen layers in one pass (cached),
+estimate the expressivity of every layer x attribute in one batched job,
+compute verification fairness per group when identities are known, and write
+the report. It orchestrates; the statistics live in the lower rooms.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import logging
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceaudit import __version__
+from faceaudit.errors import FaceAuditError, InputError, ManifestError, OutputError
+
+log = logging.getLogger(__name__)
+
+QUICK_MAX_IMAGES = 2000
+MAX_FAILED_LISTED = 20
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Everything one audit needs; mirrors the flags of `faceaudit run`."""
+
+    model: Path
+    manifest: Path
+    attrs: str | Sequence[str]
+    layers: str | Sequence[str] = "auto"
+    estimator: str = "mine"
+    seeds: int | None = None
+    device: str = "auto"
+    target_fmr: float = 1e-3
+    out_dir: Path = Path("faceaudit-report")
+    quick: bool = False
+    pooling: str = "avg"
+    batch_size: int = 64
+    align: bool = False
+    fairness_attrs: Sequence[str] | None = None
+    backend: str | None = None
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
+    cache_dir: Path | None = None
+    strict: bool = False
+    seed: int = 0
+    trust_pickle: bool = False
+    max_images: int | None = None
+    demo: bool = False
+    progress: bool | None = None
+
+    @property
+    def n_seeds(self) -> int:
+        return self.seeds if self.seeds is not None else (1 if self.quick else 3)
+
+
+@dataclass(frozen=True)
+class AuditOutcome:
+    """Where the report went, the result dictionary and its headline findings."""
+
+    html_path: Path
+    json_path: Path
+    report: Mapping[str, Any]
+    findings: list[str]
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Fail before hours of work if the report cannot be written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".faceaudit-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot write to the output folder {out_dir}: {exc.strerror}. "
+            "Choose a writable folder with --out."
+        ) from exc
+
+
+def _environment() -> dict[str, str]:
+    import fairlearn
+    import onnxruntime
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "fairlearn": fairlearn.__version__,
+    }
+
+
+def run_audit(config: AuditConfig) -> AuditOutcome:
+    """Run one complete audit and write report.html + report.json into `config.out_dir`.
+
+    The library twin of `faceaudit run`; raises `FaceAuditError` subclasses for
+    problems with the inputs, before any long work where it can.
+    """
+    from faceaudit.backends import open_model, select_layers
+    from faceaudit.data import load_manifest
+    from faceaudit.expressivity import estimate_many
+    from faceaudit.features import extract_features
+    from faceaudit.report import render_findings, write_report
+
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    out_dir = Path(config.out_dir)
+    _check_out_dir(out_dir)
+
+    manifest = load_manifest(config.manifest, config.attrs)
+    options = dict(config.backend_options)
+    if config.trust_pickle:
+        options["trust_pickle"] = True
+    model = open_model(config.model, backend=config.backend, **options)
+    layer_names = select_layers(model, config.layers)
+    if model.final_layer not in layer_names and manifest.identities is not None:
+        layer_names = [*layer_names, model.final_layer]
+    timings["load_s"] = time.perf_counter() - t0
+
+    rows = _choose_rows(len(manifest), config)
+    if len(rows) < len(manifest):
+        warnings.append(
+            f"Quick preset: audited a random subset of {len(rows)} of {len(manifest)} images (seed {config.seed})."
+        )
+    paths = [manifest.paths[i] for i in rows]
+    landmarks = None
+    if config.align:
+        if manifest.landmarks is None:
+            raise ManifestError(
+                f"--align needs landmark columns lm_x1, lm_y1, ..., lm_x5, lm_y5 in {config.manifest}; "
+                "add them or drop --align."
+            )
+        landmarks = manifest.landmarks[rows]
+
+    t = time.perf_counter()
+    cache_dir = Path(config.cache_dir) if config.cache_dir else out_dir / "cache"
+    feats = extract_features(
+        model, paths, layer_names, landmarks=landmarks, pooling=config.pooling,
+        batch_size=config.batch_size, cache_dir=cache_dir, strict=config.strict, progress=config.progress,
+    )
+    timings["features_s"] = time.perf_counter() - t
+    used = rows[np.asarray(feats.ok, dtype=bool)]
+    if len(used) < 10:
+        raise InputError(
+            f"Only {len(used)} of {len(rows)} images in {config.manifest} could be read; "
+            "check the `path` column and the image files."
+        )
+    if feats.failed:
+        warnings.append(f"{len(feats.failed)} images could not be read and were skipped (listed under data.failed).")
+
+    t = time.perf_counter()
+    attributes = {name: (attr.values[used], attr.kind) for name, attr in manifest.attributes.items()}
+    est_options: dict[str, Any] = {}
+    if config.quick:
+        est_options["quick"] = True
+    results = estimate_many(
+        feats.features, attributes, estimator=config.estimator, seeds=config.n_seeds,
+        device=config.device, seed=config.seed, progress=config.progress, **est_options,
+    )
+    timings["expressivity_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    fairness, fairness_reason = _fairness(manifest, used, feats.features.get(model.final_layer), config, warnings)
+    timings["fairness_s"] = time.perf_counter() - t
+
+    report = {
+        "schema_version": "1.0",
+        "kind": "audit",
+        "faceaudit_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "demo": config.demo,
+        "model": {
+            "path": str(config.model),
+            "sha256": model.sha256,
+            "backend": model.backend_name,
+            "input": _input_dict(model.input_spec),
+        },
+        "data": {
+            "manifest": str(config.manifest),
+            "n_images": len(manifest),
+            "n_used": int(len(used)),
+            "n_failed": len(feats.failed),
+            "failed": [{"path": str(p), "reason": r} for p, r in feats.failed[:MAX_FAILED_LISTED]],
+            "attributes": [_attribute_summary(a, used) for a in manifest.attributes.values()],
+        },
+        "layers": _layer_rows(model, layer_names, feats.features),
+        "expressivity": [
+            {"layer": layer, "attribute": attr, **res.to_dict()} for (layer, attr), res in results.items()
+        ],
+        "fairness": fairness,
+        "fairness_skipped_reason": fairness_reason,
+        "warnings": warnings + list(getattr(manifest, "warnings", []) or []),
+        "timings": timings,
+        "settings": {
+            "attrs": list(manifest.attributes),
+            "layers_spec": config.layers if isinstance(config.layers, str) else ",".join(config.layers),
+            "estimator": config.estimator,
+            "seeds": config.n_seeds,
+            "device": config.device,
+            "target_fmr": config.target_fmr,
+            "pooling": config.pooling,
+            "max_dim": None,
+            "seed": config.seed,
+            "quick": config.quick,
+            "align": config.align,
+        },
+        "environment": _environment(),
+    }
+    t = time.perf_counter()
+    timings["report_s"] = 0.0
+    timings["total_s"] = time.perf_counter() - t0
+    html_path, json_path = write_report(report, out_dir)
+    timings["report_s"] = time.perf_counter() - t
+    return AuditOutcome(html_path, json_path, report, render_findings(report))
+
+
+def _choose_rows(n: int, config: AuditConfig) -> np.ndarray:
+    cap = config.max_images or (QUICK_MAX_IMAGES if config.quick else None)
+    if cap is None or n <= cap:
+        return np.arange(n)
+    rng = np.random.default_rng(config.seed)
+    return np.sort(rng.choice(n, size=cap, replace=False))
+
+
+def _input_dict(spec: Any) -> dict[str, Any]:
+    if hasattr(spec, "to_dict"):
+        return spec.to_dict()
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(spec) if is_dataclass(spec) else dict(spec)
+
+
+def _attribute_summary(attr: Any, used: np.ndarray) -> dict[str, Any]:
+    groups = attr.groups[used]
+    valid = np.array([g is not None for g in groups])
+    labels, counts = np.unique(groups[valid].astype(str), return_counts=True) if valid.any() else ([], [])
+    order = {g: i for i, g in enumerate(attr.group_order)}
+    pairs = sorted(zip(labels, counts), key=lambda lc: order.get(lc[0], len(order)))
+    return {
+        "name": attr.name,
+        "kind": attr.kind,
+        "n_valid": int(valid.sum()),
+        "n_missing": int((~valid).sum()),
+        "groups": [{"label": str(lab), "count": int(c)} for lab, c in pairs],
+    }
+
+
+def _layer_rows(model: Any, names: Sequence[str], features: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    info = {layer.name: layer for layer in model.layers()}
+    ordered = [layer.name for layer in model.layers()]
+    rows = []
+    for name in names:
+        layer = info.get(name)
+        pos = ordered.index(name) if name in ordered else len(ordered) - 1
+        rows.append({
+            "name": name,
+            "dim": int(features[name].shape[1]),
+            "kind": getattr(layer, "kind", None),
+            "shape": list(getattr(layer, "shape", None) or []) or None,
+            "depth": round(pos / max(len(ordered) - 1, 1), 4),
+        })
+    return rows
+
+
+def _fairness(manifest: Any, used: np.ndarray, embeddings: np.ndarray | None, config: AuditConfig,
+              warnings: list[str]) -> tuple[list[dict[str, Any]] | None, str | None]:
+    from faceaudit.fairness import combine_groups, verification_fairness
+
+    if manifest.identities is None:
+        return None, "The manifest has no `identity` column, so genuine and impostor pairs cannot be formed."
+    if embeddings is None:
+        return None, "The final embedding layer was not extracted."
+    identities = manifest.identities[used]
+    names = list(config.fairness_attrs or manifest.attributes)
+    out = []
+    for spec in names:
+        parts = spec.split("*")
+        missing = [p for p in parts if p not in manifest.attributes]
+        if missing:
+            raise InputError(
+                f"--fairness-attrs names {', '.join(missing)}, which is not among the audited attributes "
+                f"({', '.join(manifest.attributes)}); add it to --attrs."
+            )
+        groups = [manifest.attributes[p].groups[used] for p in parts]
+        orders = [manifest.attributes[p].group_order for p in parts]
+        if len(groups) == 1:
+            group, order = groups[0], orders[0]
+        else:
+            group = combine_groups(*groups)
+            order = [" & ".join(combo) for combo in itertools.product(*orders)]
+        try:
+            res = verification_fairness(
+                embeddings, identities, group, target_fmr=config.target_fmr, seed=config.seed,
+                attribute=spec, group_order=order,
+            )
+        except FaceAuditError as exc:
+            warnings.append(f"Verification fairness for {spec!r} skipped: {exc}")
+            continue
+        out.append(res.to_dict())
+    if not out:
+        return None, "No attribute had enough identities with several images to form genuine pairs."
+    return out, None
+
+
+def run_demo(out_dir: Path, *, seed: int = 0, progress: bool | None = None) -> AuditOutcome:
+    """Generate the phantom faces and the small demo CNN, then audit it like any model."""
+    from faceaudit.demo import prepare_demo
+
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
+    assets = prepare_demo(out_dir / "assets", seed=seed, progress=progress)
+    config = AuditConfig(
+        model=assets.model, manifest=assets.manifest, attrs="age,sex,yaw", out_dir=out_dir,
+        seed=seed, demo=True, progress=progress,
+    )
+    return run_audit(config)
+
+
+__all__ = ["AuditConfig", "AuditOutcome", "run_audit", "run_demo", "replace"]
