@@ -27,6 +27,7 @@ from faceaudit.errors import FaceAuditError, InputError, ManifestError, OutputEr
 log = logging.getLogger(__name__)
 
 QUICK_MAX_IMAGES = 2000
+QUICK_MAX_STEPS = 600
 MAX_FAILED_LISTED = 20
 
 
@@ -39,6 +40,7 @@ class AuditConfig:
     attrs: str | Sequence[str]
     layers: str | Sequence[str] = "auto"
     estimator: str = "mine"
+    estimator_options: Mapping[str, Any] = field(default_factory=dict)
     seeds: int | None = None
     device: str = "auto"
     target_fmr: float = 1e-3
@@ -163,9 +165,9 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
 
     t = time.perf_counter()
     attributes = {name: (attr.values[used], attr.kind) for name, attr in manifest.attributes.items()}
-    est_options: dict[str, Any] = {}
+    est_options: dict[str, Any] = dict(config.estimator_options)
     if config.quick:
-        est_options["quick"] = True
+        est_options.setdefault("max_steps", QUICK_MAX_STEPS)
     results = estimate_many(
         feats.features, attributes, estimator=config.estimator, seeds=config.n_seeds,
         device=config.device, seed=config.seed, progress=config.progress, **est_options,

@@ -1,0 +1,268 @@
+"""Public entry points: estimate_expressivity, estimate_many, list_estimators.
+
+The procedure behind every number: validate the inputs; standardise the
+features and reduce them to at most ``max_dim`` principal components;
+standardise a continuous attribute; for each of ``seeds`` seeds draw a
+train / validation / test split, train a critic with early stopping on the
+validation bound and report its bound on the test rows; average the seeds,
+form a 95% interval from the spread of seeds and the test-row standard
+errors; repeat the whole procedure on a permuted attribute (the null); and
+attach a warning for every reason not to trust the number.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from faceaudit.errors import InputError, PluginError
+from faceaudit.expressivity.estimators import NeuralEstimator
+from faceaudit.expressivity.reduction import DEFAULT_MAX_DIM, reduce_features
+from faceaudit.expressivity.result import ExpressivityResult
+from faceaudit.expressivity.training import Fit, Job, resolve_device, train_jobs
+from faceaudit.expressivity.validation import CleanPair, check_attribute, check_features
+from faceaudit.registry import ESTIMATORS, list_plugins, load_plugin
+
+log = logging.getLogger(__name__)
+
+_NULL_TAG = "__null__"
+
+
+def list_estimators() -> list[str]:
+    """Names of the installed MI estimators (entry-point group ``faceaudit.estimators``)."""
+    return [p.name for p in list_plugins(ESTIMATORS)]
+
+
+def get_estimator(name: str, **options: Any) -> NeuralEstimator:
+    """Instantiate the estimator registered as `name` with its hyper-parameters."""
+    cls = load_plugin(ESTIMATORS, name)
+    if not (isinstance(cls, type) and issubclass(cls, NeuralEstimator)):
+        raise PluginError(
+            f"The estimator plugin {name!r} ({cls!r}) is not a faceaudit.expressivity.estimators.NeuralEstimator "
+            "subclass; update or uninstall the package that provides it."
+        )
+    return cls(**options)
+
+
+def _job_seed(seed: int, *parts: int) -> int:
+    return int(np.random.SeedSequence([int(seed), *map(int, parts)]).generate_state(1)[0])
+
+
+def _entropy(codes: np.ndarray) -> float:
+    p = np.bincount(codes) / len(codes)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def estimate_many(
+    features: Mapping[str, Any],
+    attributes: Mapping[str, tuple[Any, str]],
+    *,
+    estimator: str = "mine",
+    seeds: int = 3,
+    device: str = "auto",
+    seed: int = 0,
+    max_dim: int | None = DEFAULT_MAX_DIM,
+    null: bool = True,
+    batched: bool = True,
+    stack_size: int | None = None,
+    progress: bool | None = None,
+    **estimator_options: Any,
+) -> dict[tuple[str, str], ExpressivityResult]:
+    """MI between every layer and every attribute, all critics trained together.
+
+    An audit asks the same question for L layers x A attributes x S seeds (plus
+    one permutation null per pair); training those critics as one stack of
+    batched networks is much faster than one at a time and gives the same
+    numbers for the same seeds (``batched=False`` trains them one by one).
+    `stack_size` caps the critics per stack: None means all of them on CUDA and
+    8 on CPU, where very large stacks are memory-bound and slower.
+    `features` maps layer name -> (n, d_layer) array (rows aligned across layers);
+    `attributes` maps name -> (values (n,), "continuous" | "categorical"); rows
+    where an attribute is missing are dropped for that attribute only.
+    """
+    if not isinstance(features, Mapping) or not features:
+        raise InputError("features must be a non-empty mapping {layer name: (n_samples, n_features) array}.")
+    if not isinstance(attributes, Mapping) or not attributes:
+        raise InputError("attributes must be a non-empty mapping {name: (values, 'continuous'|'categorical')}.")
+    seeds = int(seeds)
+    if seeds < 1:
+        raise InputError(f"seeds={seeds}: at least one seed is needed (3 or more give an interval).")
+    if max_dim is not None and int(max_dim) < 1:
+        raise InputError(f"max_dim={max_dim} must be a positive integer or None (no reduction).")
+    if stack_size is not None and int(stack_size) < 1:
+        raise InputError(f"stack_size={stack_size} must be a positive integer or None (automatic).")
+    est = get_estimator(estimator, **estimator_options)
+    dev = resolve_device(device)
+
+    feats: dict[str, np.ndarray] = {}
+    n_rows = None
+    for lname, arr in features.items():
+        x = check_features(arr, layer=str(lname))
+        if n_rows is not None and x.shape[0] != n_rows:
+            raise InputError(
+                f"layer {lname!r} has {x.shape[0]} rows but the first layer has {n_rows}; all layers must hold "
+                "the features of the same images in the same order."
+            )
+        n_rows = x.shape[0]
+        feats[str(lname)] = x
+    assert n_rows is not None
+    clean: dict[str, tuple[CleanPair, str]] = {}
+    for aname, spec in attributes.items():
+        if not (isinstance(spec, tuple) and len(spec) == 2):
+            raise InputError(
+                f"attribute {aname!r}: expected a tuple (values, kind) with kind 'continuous' or 'categorical', "
+                f"got {type(spec).__name__}."
+            )
+        values, kind = spec
+        clean[str(aname)] = (check_attribute(values, n_rows, kind, name=str(aname)), kind)
+
+    reduced: dict[str, tuple[np.ndarray, int | None]] = {}
+    for lname, x in feats.items():
+        reduced[lname] = reduce_features(x, max_dim, seed=seed)
+
+    # ---- jobs: (layer, attribute, seed index) and one null per pair
+    jobs: list[Job] = []
+    keys: list[tuple[str, str, int | str]] = []
+    for ai, (aname, (cp, kind)) in enumerate(clean.items()):
+        if kind == "continuous":
+            y = (cp.y - cp.y.mean()) / cp.y.std()
+            n_classes = 0
+        else:
+            y = cp.y
+            n_classes = len(cp.classes)
+        perm = np.random.default_rng([int(seed), 4242, ai]).permutation(len(y))
+        for lname in feats:
+            xr = reduced[lname][0]
+            for s in range(seeds):
+                jobs.append(Job(xr, lname, cp.rows, y, n_classes, _job_seed(seed, s)))
+                keys.append((lname, aname, s))
+            if null:
+                jobs.append(Job(xr, lname, cp.rows, y[perm], n_classes, _job_seed(seed, 10_000)))
+                keys.append((lname, aname, _NULL_TAG))
+
+    fits: dict[tuple[str, str, int | str], Fit] = {}
+    for continuous in (True, False):
+        sel = [i for i, j in enumerate(jobs) if (j.n_classes == 0) == continuous]
+        if not sel:
+            continue
+        size = stack_size or (len(sel) if dev.type == "cuda" else 8)
+        if not batched:
+            size = 1
+        groups = [sel[i : i + size] for i in range(0, len(sel), size)]
+        for grp in groups:
+            desc = f"expressivity ({len(grp)} critic{'s' if len(grp) > 1 else ''})"
+            out = train_jobs([jobs[i] for i in grp], est, device=dev, progress=progress, desc=desc)
+            for i, f in zip(grp, out):
+                fits[keys[i]] = f
+
+    results: dict[tuple[str, str], ExpressivityResult] = {}
+    for aname, (cp, kind) in clean.items():
+        for lname in feats:
+            seed_fits = [fits[(lname, aname, s)] for s in range(seeds)]
+            null_fit = fits.get((lname, aname, _NULL_TAG))
+            results[(lname, aname)] = _assemble(
+                est, kind, cp, seed_fits, null_fit, reduced[lname][1], feats[lname].shape[1]
+            )
+    return results
+
+
+def _assemble(
+    est: NeuralEstimator,
+    kind: str,
+    cp: CleanPair,
+    fits: list[Fit],
+    null_fit: Fit | None,
+    reduced_dim: int | None,
+    d: int,
+) -> ExpressivityResult:
+    vals = np.array([f.value for f in fits], dtype=np.float64)
+    ses = np.array([f.se for f in fits], dtype=np.float64)
+    S = len(vals)
+    raw = float(vals.mean())
+    sd = float(vals.std(ddof=1)) if S > 1 else 0.0
+    se = math.sqrt(sd**2 / S + float((ses**2).mean()) / S)
+    mi = max(raw, 0.0)
+    ci_low = max(0.0, raw - 1.96 * se)
+    ci_high = max(0.0, raw + 1.96 * se)
+    null_mi = float(null_fit.value) if null_fit is not None else float("nan")
+    train_mi = float(np.mean([f.train_value for f in fits]))
+    entropy_y = _entropy(cp.y) if kind == "categorical" else None
+    if kind == "categorical":
+        normalized = min(1.0, mi / entropy_y) if entropy_y and entropy_y > 0 else 0.0
+    else:
+        normalized = math.sqrt(1.0 - math.exp(-2.0 * mi))
+    warnings = list(cp.warnings)
+    if raw < 0:
+        warnings.append(f"raw estimate {raw:.3f} nats is negative (no detectable information); reported as 0.")
+    unconverged = [i for i, f in enumerate(fits) if not f.converged]
+    if unconverged:
+        warnings.append(
+            f"training did not converge for {len(unconverged)} of {S} seed(s): the held-out bound was still "
+            f"improving at max_steps={est.max_steps}; increase max_steps (the estimate is likely too low)."
+        )
+    gap = train_mi - raw
+    if gap > max(0.1, 0.3 * max(raw, 0.0)):
+        warnings.append(
+            f"held-out estimate ({raw:.3f} nats) is far below the training-set bound ({train_mi:.3f} nats): the "
+            "critic overfits; use more samples, a smaller max_dim, or the 'entropy' estimator."
+        )
+    n_test = min(f.n_test for f in fits)
+    if est.family == "critic" and raw > math.log(n_test) - 1.0:
+        warnings.append(
+            f"estimate ({raw:.2f} nats) is near the log(n) ceiling ({math.log(n_test):.2f} nats for {n_test} test "
+            "rows) that sample-based lower bounds cannot exceed; the true MI may be higher."
+        )
+    if kind == "categorical" and entropy_y is not None and raw > entropy_y * 1.02 + 2 * se:
+        warnings.append(f"estimate exceeds H(Y) = {entropy_y:.3f} nats, which is impossible; do not trust it.")
+    if S > 1 and sd > max(0.05, 0.25 * abs(raw)):
+        warnings.append(f"seeds disagree (sd {sd:.3f} nats across {S} seeds); the estimate is unstable.")
+    if null_fit is not None:
+        if abs(null_mi) > max(0.05, 2 * null_fit.se):
+            warnings.append(
+                f"the permutation null gives {null_mi:.3f} nats instead of 0: the estimator is biased on this "
+                "data; compare the estimate with null_mi."
+            )
+        if raw > 0.02 and raw - null_mi < 2 * se:
+            warnings.append("estimate is not clearly above the permutation null; it may be noise.")
+    f0 = fits[0]
+    curves = {"step": list(f0.curve_step), "train": list(f0.curve_train), "heldout": list(f0.curve_val)}
+    return ExpressivityResult(
+        mi=mi, ci_low=ci_low, ci_high=ci_high, null_mi=null_mi if math.isfinite(null_mi) else None,
+        normalized=float(min(1.0, max(0.0, normalized))), n=int(len(cp.rows)), estimator=est.name, kind=kind,
+        warnings=tuple(warnings), raw_mi=raw, seeds_mi=tuple(float(v) for v in vals), entropy_y=entropy_y,
+        reduced_dim=reduced_dim, curves=curves, train_mi=train_mi, se=se,
+        steps=tuple(f.best_step for f in fits), options={**est.options(), "input_dim": d},
+    )
+
+
+def estimate_expressivity(
+    features: Any,
+    attribute: Any,
+    *,
+    kind: str = "continuous",
+    estimator: str = "mine",
+    seeds: int = 3,
+    device: str = "auto",
+    seed: int = 0,
+    max_dim: int | None = DEFAULT_MAX_DIM,
+    null: bool = True,
+    progress: bool | None = None,
+    **estimator_options: Any,
+) -> ExpressivityResult:
+    """Mutual information (nats) between `features` (n, d) and one `attribute` (n,).
+
+    Expressivity says how much a layer "knows" about an attribute such as sex,
+    age or yaw (Dhar et al., FG 2020). The number comes with a 95% interval, a
+    permutation null and warnings, because a bare neural MI estimate can drift,
+    overfit or go negative. See :func:`estimate_many` for the procedure.
+    """
+    res = estimate_many(
+        {"features": features}, {"attribute": (attribute, kind)}, estimator=estimator, seeds=seeds,
+        device=device, seed=seed, max_dim=max_dim, null=null, progress=progress, **estimator_options,
+    )
+    return res[("features", "attribute")]

@@ -1,0 +1,73 @@
+"""The result of one expressivity estimate (one layer x one attribute)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _f(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class ExpressivityResult:
+    """Mutual information (nats) between a layer's features and an attribute, with its uncertainty.
+
+    ``mi`` is the held-out estimate averaged over seeds and clipped at 0 (``raw_mi``
+    keeps the unclipped value); ``ci_low``/``ci_high`` a 95% interval; ``null_mi`` the
+    same procedure run on a permuted attribute (what "no information" looks like);
+    ``normalized`` is I/H(Y) (categorical) or Linfoot's sqrt(1-exp(-2I)) (continuous).
+    """
+
+    mi: float
+    ci_low: float
+    ci_high: float
+    null_mi: float | None  # None when the null was not run (null=False)
+    normalized: float
+    n: int
+    estimator: str
+    kind: str
+    warnings: tuple[str, ...]
+    raw_mi: float
+    seeds_mi: tuple[float, ...]
+    entropy_y: float | None
+    reduced_dim: int | None
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    train_mi: float | None = None
+    se: float | None = None
+    steps: tuple[int, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trustworthy(self) -> bool:
+        """True when no warning was raised."""
+        return not self.warnings
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (no NaN/inf: non-finite values become null)."""
+        return {
+            "mi": _f(self.mi),
+            "ci_low": _f(self.ci_low),
+            "ci_high": _f(self.ci_high),
+            "null_mi": _f(self.null_mi),
+            "normalized": _f(self.normalized),
+            "n": int(self.n),
+            "estimator": self.estimator,
+            "kind": self.kind,
+            "warnings": list(self.warnings),
+            "raw_mi": _f(self.raw_mi),
+            "seeds_mi": [_f(v) for v in self.seeds_mi],
+            "entropy_y": _f(self.entropy_y),
+            "reduced_dim": self.reduced_dim,
+            "curves": {k: [_f(v) if not isinstance(v, int) else v for v in vals] for k, vals in self.curves.items()},
+            "train_mi": _f(self.train_mi),
+            "se": _f(self.se),
+            "steps": [int(s) for s in self.steps],
+            "options": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
+                        for k, v in self.options.items()},
+        }

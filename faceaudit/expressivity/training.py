@@ -1,0 +1,360 @@
+"""The batched training loop shared by all neural estimators.
+
+G jobs (layer x attribute x seed, plus permutation nulls) are trained
+together as one stack of critics (see :mod:`critics`). Each job has its own
+train / validation / test split, its own minibatch order and its own
+initialisation, all drawn from its own seed, so the stack gives the same
+numbers as training each job alone. Early stopping is per job on the
+validation bound; the reported value is the bound of the best critic on the
+test rows, which neither training nor early stopping has seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from faceaudit._progress import progress as _progress_bar
+from faceaudit.expressivity import critics
+
+if TYPE_CHECKING:  # pragma: no cover
+    from faceaudit.expressivity.estimators import NeuralEstimator
+
+log = logging.getLogger(__name__)
+
+_CHUNK_ELEMS = 1 << 23  # bound on G * rows * cols held at once during evaluation
+
+
+@dataclass(frozen=True)
+class Job:
+    """One critic to train: features of a layer, an attribute on some of its rows, a seed."""
+
+    x: np.ndarray  # (n_layer_rows, d) float32, standardised / reduced
+    layer: Any  # key: jobs with the same key share `x`
+    rows: np.ndarray  # rows of `x` that carry the attribute
+    y: np.ndarray  # (len(rows),): standardised float (continuous) or int codes (categorical)
+    n_classes: int  # 0 for a continuous attribute
+    seed: int
+
+
+@dataclass
+class Fit:
+    """What training one job produced (values in nats)."""
+
+    value: float  # bound on the test rows (raw, may be negative)
+    se: float  # standard error of `value` from the test rows (delta method)
+    train_value: float  # same bound on as many training rows (overfitting check)
+    val_best: float
+    best_step: int
+    steps_run: int
+    converged: bool
+    n_test: int
+    curve_step: list[int] = field(default_factory=list)
+    curve_train: list[float] = field(default_factory=list)
+    curve_val: list[float] = field(default_factory=list)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' -> CUDA when available, else CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _split(n: int, seed: int, heldout: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([int(seed), 1])
+    perm = rng.permutation(n)
+    n_test = max(10, int(round(n * heldout / 2)))
+    n_val = max(10, int(round(n * heldout / 2)))
+    return perm[n_test + n_val :], perm[n_test : n_test + n_val], perm[:n_test]
+
+
+class _Batcher:
+    """Per-job epoch shuffling of the training rows (its own Generator)."""
+
+    def __init__(self, train_rows: list[np.ndarray], seeds: list[int], batch: int):
+        self.rows = train_rows
+        self.rngs = [np.random.default_rng([int(s), 2]) for s in seeds]
+        self.batch = batch
+        self.order = [r[g.permutation(len(r))] for r, g in zip(train_rows, self.rngs)]
+        self.pos = [0] * len(train_rows)
+
+    def next(self) -> np.ndarray:
+        out = np.empty((len(self.rows), self.batch), dtype=np.int64)
+        for g in range(len(self.rows)):
+            if self.pos[g] + self.batch > len(self.order[g]):
+                self.order[g] = self.rows[g][self.rngs[g].permutation(len(self.rows[g]))]
+                self.pos[g] = 0
+            out[g] = self.order[g][self.pos[g] : self.pos[g] + self.batch]
+            self.pos[g] += self.batch
+        return out
+
+
+def _pad_sets(sets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    m = max(len(s) for s in sets)
+    idx = np.zeros((len(sets), m), dtype=np.int64)
+    mask = np.zeros((len(sets), m), dtype=bool)
+    for g, s in enumerate(sets):
+        idx[g, : len(s)] = s
+        mask[g, : len(s)] = True
+    return idx, mask
+
+
+def train_jobs(
+    jobs: list[Job],
+    est: "NeuralEstimator",
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool | None = None,
+    desc: str = "expressivity",
+) -> list[Fit]:
+    """Train all `jobs` as one stack and return one :class:`Fit` per job, in order.
+
+    All jobs must share the attribute kind (all continuous or all categorical).
+    """
+    if not jobs:
+        return []
+    dev = resolve_device(device)
+    continuous = jobs[0].n_classes == 0
+    if any((j.n_classes == 0) != continuous for j in jobs):
+        raise ValueError("train_jobs needs jobs of one attribute kind")
+    G = len(jobs)
+    cfg = est
+    # ---- layers, padded to a common width and row count
+    layer_keys: list[Any] = []
+    for j in jobs:
+        if j.layer not in layer_keys:
+            layer_keys.append(j.layer)
+    lx = {k: next(j.x for j in jobs if j.layer == k) for k in layer_keys}
+    d_max = max(a.shape[1] for a in lx.values())
+    n_max = max(a.shape[0] for a in lx.values())
+    X = torch.zeros((len(layer_keys), n_max, d_max), dtype=torch.float32)
+    for i, k in enumerate(layer_keys):
+        X[i, : lx[k].shape[0], : lx[k].shape[1]] = torch.from_numpy(lx[k])
+    X = X.to(dev)
+    layer_of = torch.tensor([layer_keys.index(j.layer) for j in jobs], dtype=torch.long, device=dev)
+    # ---- attributes placed at their rows
+    c_max = max(j.n_classes for j in jobs)
+    if continuous:
+        Y = torch.zeros((G, n_max), dtype=torch.float32)
+    else:
+        Y = torch.zeros((G, n_max), dtype=torch.long)
+    for g, j in enumerate(jobs):
+        Y[g, torch.from_numpy(j.rows.astype(np.int64))] = torch.from_numpy(
+            j.y.astype(np.float32 if continuous else np.int64)
+        )
+    Y = Y.to(dev)
+    # ---- splits (rows of the layer array)
+    splits = [_split(len(j.rows), j.seed, cfg.heldout) for j in jobs]
+    train_rows = [j.rows[s[0]] for j, s in zip(jobs, splits)]
+    val_rows = [j.rows[s[1]] for j, s in zip(jobs, splits)]
+    test_rows = [j.rows[s[2]] for j, s in zip(jobs, splits)]
+    batch = int(min(cfg.batch_size, min(len(r) for r in train_rows)))
+    # ---- model
+    head_out = est.head_out(c_max) if est.family == "conditional" else cfg.embed
+    shape = critics.CriticShape(d_max, cfg.hidden, cfg.embed, cfg.y_hidden, c_max, head_out)
+    init = critics.init_params(
+        [j.seed for j in jobs], [j.x.shape[1] for j in jobs], shape,
+        continuous=continuous, conditional=est.family == "conditional",
+    )
+    params = {k: torch.from_numpy(v).to(dev).requires_grad_(True) for k, v in init.items()}
+    opt = torch.optim.Adam(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # class log-frequencies (train) and padded-class mask
+    aux: dict[str, Tensor] = {}
+    if not continuous:
+        logp = torch.full((G, 1, c_max), -math.inf)
+        for g, (j, tr) in enumerate(zip(jobs, splits)):
+            counts = np.bincount(j.y[tr[0]], minlength=j.n_classes).astype(np.float64) + 0.5
+            logp[g, 0, : j.n_classes] = torch.from_numpy(np.log(counts / counts.sum())).float()
+        aux["train_logp"] = logp.to(dev)
+        aux["class_valid"] = torch.isfinite(logp).to(dev)
+    est.prepare(jobs, splits, aux, Y, dev)
+    state: dict[str, Any] = {}
+
+    best = {k: v.detach().clone() for k, v in params.items()}
+    best_val = torch.full((G,), -math.inf, device=dev)
+    best_step = np.zeros(G, dtype=np.int64)
+    active = np.ones(G, dtype=bool)
+    stale = np.zeros(G, dtype=np.int64)
+    curves: list[tuple[list[int], list[float], list[float]]] = [([], [], []) for _ in range(G)]
+    steps_run = np.zeros(G, dtype=np.int64)
+    batcher = _Batcher(train_rows, [j.seed for j in jobs], batch)
+    val_idx, val_mask = _pad_sets(val_rows)
+    val_idx_t = torch.from_numpy(val_idx).to(dev)
+    val_mask_t = torch.from_numpy(val_mask).to(dev)
+    train_acc = torch.zeros(G, device=dev)
+    n_acc = 0
+    bar = _progress_bar(total=cfg.max_steps, desc=desc, unit="step", enabled=progress)
+    step = 0
+    try:
+        while step < cfg.max_steps and active.any():
+            # only the critics still training are computed (stopped ones are dropped from the stack)
+            act_np = np.flatnonzero(active)
+            full = len(act_np) == G
+            act = torch.from_numpy(act_np).to(dev)
+            sub = (lambda t: t) if full else (lambda t: t.index_select(0, act))
+            p_use = params if full else {k: sub(v) for k, v in params.items()}
+            aux_use = aux if full else {k: sub(v) for k, v in aux.items()}
+            st_use = state if full else {k: (sub(v) if isinstance(k, str) else v) for k, v in state.items()}
+            idx = torch.from_numpy(batcher.next()[act_np]).to(dev)
+            lo = layer_of if full else sub(layer_of)
+            xb = X[lo[:, None], idx]
+            yb = sub(Y).gather(1, idx)
+            loss, value = est.train_step(p_use, xb, yb, continuous, aux_use, st_use, idx)
+            if not full:
+                for k, v in st_use.items():
+                    if isinstance(k, str):
+                        if k in state:
+                            state[k] = state[k].index_copy(0, act, v)
+                        else:  # first use: full-size holder
+                            holder = torch.zeros((G, *v.shape[1:]), dtype=v.dtype, device=dev)
+                            state[k] = holder.index_copy(0, act, v)
+            else:
+                state.update(st_use)
+            opt.zero_grad(set_to_none=False)
+            loss.sum().backward()
+            if not full:  # no momentum drift for stopped critics
+                for v in params.values():
+                    v.grad.index_fill_(0, torch.from_numpy(np.flatnonzero(~active)).to(dev), 0.0)
+            opt.step()
+            step += 1
+            steps_run[active] = step
+            train_acc[act] += value.detach()
+            n_acc += 1
+            bar.update(1)
+            if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                with torch.no_grad():
+                    v_sub, _ = evaluate(est, p_use if full else {k: sub(v) for k, v in params.items()}, X, lo,
+                                        sub(Y), sub(val_idx_t), sub(val_mask_t), continuous, aux_use,
+                                        max_cols=cfg.val_cols, which="val")
+                v = torch.full((G,), -math.inf, device=dev).index_copy(0, act, v_sub)
+                tr = (train_acc / max(n_acc, 1)).cpu().numpy()
+                train_acc.zero_()
+                n_acc = 0
+                vv = v.cpu().numpy()
+                improved = (vv > best_val.cpu().numpy() + cfg.min_delta) & active
+                for g in act_np:
+                    curves[g][0].append(step)
+                    curves[g][1].append(float(tr[g]))
+                    curves[g][2].append(float(vv[g]))
+                if improved.any():
+                    imp_t = torch.from_numpy(improved).to(dev)
+                    for k in params:
+                        m = imp_t.view(-1, *([1] * (params[k].dim() - 1)))
+                        best[k] = torch.where(m, params[k].detach(), best[k])
+                    best_val = torch.where(imp_t, v, best_val)
+                    best_step[improved] = step
+                stale[improved] = 0
+                stale[~improved & active] += 1
+                done = active & (stale >= cfg.patience) & (step >= cfg.min_steps)
+                active &= ~done
+    finally:
+        bar.close()
+    converged = stale >= cfg.patience
+    # ---- final: best critics on the test rows and on as many training rows
+    with torch.no_grad():
+        test_idx, test_mask = _pad_sets(test_rows)
+        tv, tse = evaluate(est, best, X, layer_of, Y, torch.from_numpy(test_idx).to(dev),
+                           torch.from_numpy(test_mask).to(dev), continuous, aux, max_cols=None, which="test")
+        tr_sets = [tr[: len(te)] for tr, te in zip(train_rows, test_rows)]
+        tr_idx, tr_mask = _pad_sets(tr_sets)
+        trv, _ = evaluate(est, best, X, layer_of, Y, torch.from_numpy(tr_idx).to(dev),
+                          torch.from_numpy(tr_mask).to(dev), continuous, aux, max_cols=None, which="train")
+    tv, tse, trv, bv = (a.cpu().numpy().astype(np.float64) for a in (tv, tse, trv, best_val))
+    out = []
+    for g in range(G):
+        out.append(
+            Fit(
+                value=_finite(tv[g]), se=_finite(tse[g]), train_value=_finite(trv[g]), val_best=_finite(bv[g]),
+                best_step=int(best_step[g]), steps_run=int(steps_run[g]), converged=bool(converged[g]),
+                n_test=len(test_rows[g]), curve_step=curves[g][0], curve_train=curves[g][1], curve_val=curves[g][2],
+            )
+        )
+    return out
+
+
+def _finite(v: float) -> float:
+    return float(v) if math.isfinite(v) else 0.0
+
+
+def evaluate(
+    est: "NeuralEstimator",
+    params: dict[str, Tensor],
+    X: Tensor,
+    layer_of: Tensor,
+    Y: Tensor,
+    idx: Tensor,
+    mask: Tensor,
+    continuous: bool,
+    aux: dict[str, Tensor],
+    *,
+    max_cols: int | None,
+    which: str,
+) -> tuple[Tensor, Tensor]:
+    """The estimator's bound (G,) and its standard error on the rows `idx` (padded, `mask`).
+
+    The whole set is used, not a minibatch: for a continuous attribute the
+    marginal term averages over all pairs (x_i, y_j), i != j (or over the first
+    `max_cols` y_j), evaluated in row chunks to bound memory.
+    """
+    G, m = idx.shape
+    xs = X[layer_of[:, None], idx]
+    ys = Y.gather(1, idx)
+    f = critics.encode(params, xs)
+    if est.family == "conditional":
+        return est.heldout_conditional(f, ys, mask, continuous, aux, idx, which)
+    maskf = mask.float()
+    if not continuous:
+        logits = critics.soft_cap(critics.class_logits(params, f), est.cap)
+        t_pos = logits.gather(-1, ys.unsqueeze(-1)).squeeze(-1)
+        counts = torch.zeros((G, logits.shape[-1]), device=X.device)
+        counts.scatter_add_(1, ys, maskf)
+        logw = torch.log(counts / counts.sum(1, keepdim=True)).unsqueeze(1)  # empirical class distribution
+        logw = torch.where(aux["class_valid"], logw, torch.full_like(logw, -math.inf))
+        tm = est.transform_marginal(logits)
+        row = torch.logsumexp(tm + logw, -1)
+        row_nce = torch.logsumexp(logits + logw, -1)
+        neg = torch.full_like(tm, -math.inf)
+        colc = torch.logsumexp(torch.where(mask[..., None], tm, neg), 1) - torch.log(maskf.sum(1))[:, None]
+        col = colc.gather(1, ys)
+    else:
+        g = critics.embed_y(params, ys)
+        t_pos = critics.soft_cap((f * g).sum(-1), est.cap)
+        n_valid = mask.sum(1)
+        ncols = n_valid if max_cols is None else torch.clamp(n_valid, max=max_cols)
+        c = int(ncols.max())
+        gc = g[:, :c]
+        cols_valid = torch.arange(c, device=X.device)[None, :] < ncols[:, None]  # (G, c)
+        r = max(1, _CHUNK_ELEMS // max(1, G * c))
+        rows_l, nce_l = [], []
+        col_acc = torch.full((G, c), -math.inf, device=X.device)
+        for s in range(0, m, r):
+            e = min(m, s + r)
+            mm = critics.soft_cap(torch.bmm(f[:, s:e], gc.transpose(1, 2)), est.cap)  # (G, r, c)
+            ii = torch.arange(s, e, device=X.device)[:, None]
+            jj = torch.arange(c, device=X.device)[None, :]
+            diag = ii == jj
+            valid = cols_valid[:, None, :] & ~diag[None]
+            n_off = valid.sum(-1).clamp(min=1).float()  # (G, r)
+            tm = est.transform_marginal(mm)
+            neg = torch.full_like(mm, -math.inf)
+            row_lse = torch.logsumexp(torch.where(valid, tm, neg), -1) - torch.log(n_off)
+            rows_l.append(row_lse)
+            vn = cols_valid[:, None, :].expand_as(mm)
+            nce_l.append(torch.logsumexp(torch.where(vn, mm, neg), -1) - torch.log(ncols.float())[:, None])
+            rmask = mask[:, s:e, None]
+            col_acc = torch.logaddexp(col_acc, torch.logsumexp(torch.where(valid & rmask, tm, neg), 1))
+        row = torch.cat(rows_l, 1)
+        row_nce = torch.cat(nce_l, 1)
+        col_full = torch.full((G, m), -math.inf, device=X.device)
+        col_full[:, :c] = col_acc - torch.log((n_valid.float() - 1).clamp(min=1))[:, None]
+        col = torch.where(torch.arange(m, device=X.device)[None, :] < c, col_full, row)
+    return est.heldout_critic(t_pos, row, row_nce, col, mask)

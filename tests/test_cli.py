@@ -1,0 +1,182 @@
+"""The CLI in-process (click's CliRunner): help texts, listings, bad invocations, a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from faceaudit.cli import main
+
+REQUIRED_KEYS = {
+    "schema_version", "faceaudit_version", "model", "data", "layers", "expressivity",
+    "fairness", "warnings", "timings", "settings",
+}
+EXPRESSIVITY_KEYS = {
+    "layer", "attribute", "kind", "mi", "ci_low", "ci_high", "null_mi", "normalized", "n", "estimator", "warnings",
+}
+
+
+class _TinyFaceNet(torch.nn.Module):
+    """A small CNN whose embedding sees image brightness, so a brightness attribute is encoded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU())
+        self.stage1 = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, stride=2, padding=1), torch.nn.ReLU())
+        self.stage2 = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3, stride=2, padding=1), torch.nn.ReLU())
+        self.head = torch.nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stage2(self.stage1(self.stem(x)))
+        return self.head(h.mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    net = _TinyFaceNet().eval()
+    torch.onnx.export(
+        net, torch.zeros(1, 3, 32, 32), str(path), input_names=["input"], output_names=["embedding"],
+        dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=17, dynamo=False,
+    )
+    return path
+
+
+def _tiny_manifest(folder: Path, n_ids: int = 30, per_id: int = 4, label: str = "sex") -> Path:
+    """Images whose brightness follows `label` (and a per-identity offset), with identities for pairs."""
+    rng = np.random.default_rng(0)
+    rows = []
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    for i in range(n_ids):
+        sex = "female" if i % 2 else "male"
+        base = 150 if sex == "female" else 90
+        tint = rng.integers(0, 40, size=3)
+        for k in range(per_id):
+            arr = np.clip(base + tint + rng.normal(0, 12, size=(32, 32, 3)), 0, 255).astype(np.uint8)
+            name = f"img/{i:03d}_{k}.png"
+            Image.fromarray(arr).save(folder / name)
+            rows.append({"path": name, "identity": f"id{i:03d}", label: sex, "age": float(rng.integers(5, 80))})
+    manifest = folder / "faces.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    return manifest
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["layers"], ["plugins"], ["report"], ["demo"]])
+def test_help_texts_teach_with_examples(command: list[str]) -> None:
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    if command in ([], ["run"], ["layers"], ["report"], ["demo"]):
+        assert "faceaudit " in text and ("Example" in text or "Start here" in text)
+
+
+def test_version() -> None:
+    from faceaudit import __version__
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_plugins_lists_builtin_backends_and_estimators() -> None:
+    result = CliRunner().invoke(main, ["plugins"])
+    assert result.exit_code == 0, result.output
+    for name in ("onnx", "torch", "mine", "smile", "infonce", "nwj", "entropy"):
+        assert f"  {name} " in result.output
+
+
+def test_layers_marks_auto_choice(tiny_model: Path) -> None:
+    result = CliRunner().invoke(main, ["layers", str(tiny_model)])
+    assert result.exit_code == 0, result.output
+    assert "embedding" in result.output and " *" in result.output
+    as_json = CliRunner().invoke(main, ["layers", str(tiny_model), "--json"])
+    rows = json.loads(as_json.output)
+    assert any(r["name"] == "embedding" and r["auto"] for r in rows)
+
+
+def test_run_end_to_end_on_tiny_set(tiny_model: Path, tmp_path: Path) -> None:
+    manifest = _tiny_manifest(tmp_path / "data")
+    out = tmp_path / "out"
+    args = ["run", str(tiny_model), "--data", str(manifest), "--attrs", "sex,age", "--out", str(out),
+            "--quick", "--seeds", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert REQUIRED_KEYS <= set(report)
+    assert {"path", "sha256", "backend"} <= set(report["model"])
+    assert {"manifest", "n_images", "n_used", "n_failed"} <= set(report["data"])
+    assert report["data"]["n_images"] == 120 and report["data"]["n_used"] == 120
+    assert all({"name", "dim"} <= set(layer) for layer in report["layers"])
+    assert report["expressivity"] and all(EXPRESSIVITY_KEYS <= set(e) for e in report["expressivity"])
+    # brightness is set by sex, and the embedding sees brightness: sex is encoded above its null
+    final = report["layers"][-1]["name"]
+    sex = next(e for e in report["expressivity"] if e["layer"] == final and e["attribute"] == "sex")
+    assert sex["mi"] > sex["null_mi"] + 0.1 and sex["ci_low"] > 0
+    assert report["fairness"] and report["fairness"][0]["groups"]
+    html = (out / "report.html").read_text()
+    assert "<script" not in html
+
+    # re-rendering from the JSON reproduces the HTML byte for byte
+    again = CliRunner().invoke(main, ["report", str(out / "report.json"), "--out", str(tmp_path / "again.html")])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "again.html").read_bytes() == (out / "report.html").read_bytes()
+
+    # a rerun reuses the feature cache
+    rerun = CliRunner().invoke(main, args)
+    assert rerun.exit_code == 0, rerun.output
+    second = json.loads((out / "report.json").read_text())
+    assert second["timings"]["features_s"] < report["timings"]["features_s"] * 2 + 1
+    assert second["expressivity"] == report["expressivity"]
+
+
+def _assert_user_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in result.output, result.output
+
+
+def test_missing_model_is_a_user_error(tmp_path: Path) -> None:
+    manifest = _tiny_manifest(tmp_path / "data", n_ids=4, per_id=2)
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "nope.onnx"), "--data", str(manifest),
+                                       "--attrs", "sex", "--out", str(tmp_path / "o")])
+    _assert_user_error(result, "nope.onnx")
+    assert not (tmp_path / "o" / "report.html").exists()
+
+
+def test_unknown_attribute_is_a_user_error(tiny_model: Path, tmp_path: Path) -> None:
+    manifest = _tiny_manifest(tmp_path / "data", n_ids=4, per_id=2)
+    result = CliRunner().invoke(main, ["run", str(tiny_model), "--data", str(manifest), "--attrs", "sexx",
+                                       "--out", str(tmp_path / "o")])
+    _assert_user_error(result, "sexx", "sex")
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_unreadable_manifest_is_a_user_error(tiny_model: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "faces.csv"
+    bad.write_bytes(b"\xff\xfe\x00garbage\x00\x00")
+    result = CliRunner().invoke(main, ["run", str(tiny_model), "--data", str(bad), "--attrs", "sex",
+                                       "--out", str(tmp_path / "o")])
+    _assert_user_error(result, "faces.csv")
+
+
+def test_unwritable_output_folder_is_a_user_error(tiny_model: Path, tmp_path: Path) -> None:
+    manifest = _tiny_manifest(tmp_path / "data", n_ids=4, per_id=2)
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    result = CliRunner().invoke(main, ["run", str(tiny_model), "--data", str(manifest), "--attrs", "sex",
+                                       "--out", str(blocker / "out")])
+    _assert_user_error(result, "out")
+    assert blocker.read_text() == "a file, not a folder"
+
+
+def test_report_of_missing_json_is_a_user_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "report.json")])
+    _assert_user_error(result, "report.json")

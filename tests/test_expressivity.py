@@ -1,0 +1,192 @@
+"""Known-answer and contract tests for faceaudit.expressivity (synthetic data)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, stats
+
+from faceaudit.errors import InputError, PluginError
+from faceaudit.expressivity import (
+    ExpressivityResult,
+    NeuralEstimator,
+    estimate_expressivity,
+    estimate_many,
+    get_estimator,
+    list_estimators,
+)
+
+FAST = {"max_steps": 800, "patience": 4}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # the CI machine is shared: one intra-op thread avoids oversubscription stalls
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def gaussian_task(n: int, d: int, rho: float, seed: int):
+    """Y ~ N(0,1); X_0 = rho*Y + sqrt(1-rho^2)*noise, other columns independent noise.
+
+    Only one coordinate pair is dependent, so I(X;Y) = -1/2 log(1 - rho^2) nats.
+    """
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=n)
+    x = rng.normal(size=(n, d))
+    x[:, 0] = rho * y + math.sqrt(1 - rho**2) * x[:, 0]
+    return x.astype(np.float32), y, -0.5 * math.log(1 - rho**2)
+
+
+def binary_mixture_mi(mu: float) -> float:
+    """I(X;Y) for Y ~ Bernoulli(1/2), X | Y ~ N((2Y-1) mu e_1, I): only x_1 matters, so a 1-D integral."""
+
+    def integrand(t: float) -> float:
+        p0, p1 = stats.norm.pdf(t, -mu), stats.norm.pdf(t, mu)
+        px = 0.5 * (p0 + p1)
+        q = p1 / (p0 + p1)
+        h = -(q * math.log(q) if q > 0 else 0.0) - ((1 - q) * math.log(1 - q) if q < 1 else 0.0)
+        return px * h
+
+    h_cond, _ = integrate.quad(integrand, -mu - 12, mu + 12, limit=200, epsabs=1e-12)
+    return math.log(2) - h_cond
+
+
+def test_closed_form_gaussian_mine():
+    x, y, truth = gaussian_task(3000, 5, 0.8, seed=1)
+    r = estimate_expressivity(x, y, seeds=2, progress=False, **FAST)
+    assert isinstance(r, ExpressivityResult)
+    assert abs(r.mi - truth) < 0.12, (r.mi, truth)
+    assert r.ci_low <= r.mi <= r.ci_high
+    assert abs(r.null_mi) < 0.05
+    assert r.normalized == pytest.approx(math.sqrt(1 - math.exp(-2 * r.mi)))
+    assert r.n == 3000 and r.estimator == "mine" and r.kind == "continuous"
+
+
+def test_binary_gaussian_mixture_numerical_integral():
+    rng = np.random.default_rng(2)
+    n, mu = 3000, 1.0
+    yc = rng.integers(0, 2, size=n)
+    x = rng.normal(size=(n, 4))
+    x[:, 0] += (2 * yc - 1) * mu
+    truth = binary_mixture_mi(mu)
+    for name in ("mine", "entropy"):
+        r = estimate_expressivity(x, np.where(yc == 1, "a", "b").astype(object), kind="categorical",
+                                  estimator=name, seeds=2, progress=False, **FAST)
+        assert abs(r.mi - truth) < 0.06, (name, r.mi, truth)
+        assert r.entropy_y == pytest.approx(math.log(2), abs=0.01)
+        assert 0 < r.normalized < 1
+
+
+def test_independent_is_near_zero_and_null_too():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2000, 6)).astype(np.float32)
+    y = rng.normal(size=2000)
+    r = estimate_expressivity(x, y, seeds=2, progress=False, **FAST)
+    assert r.mi < 0.04 and r.raw_mi < 0.04
+    assert abs(r.null_mi) < 0.04
+    assert r.ci_low == 0.0
+    json.dumps(r.to_dict(), allow_nan=False)  # never a NaN
+
+
+def test_joint_row_permutation_invariance():
+    x, y, _ = gaussian_task(2000, 4, 0.7, seed=4)
+    perm = np.random.default_rng(9).permutation(len(y))
+    a = estimate_expressivity(x, y, seeds=2, null=False, progress=False, **FAST)
+    b = estimate_expressivity(x[perm], y[perm], seeds=2, null=False, progress=False, **FAST)
+    assert abs(a.mi - b.mi) < 0.06
+
+
+def test_deterministic_for_a_seed():
+    x, y, _ = gaussian_task(1000, 3, 0.6, seed=5)
+    a = estimate_expressivity(x, y, seeds=2, seed=7, progress=False, max_steps=300)
+    b = estimate_expressivity(x, y, seeds=2, seed=7, progress=False, max_steps=300)
+    assert a.to_dict() == b.to_dict()
+
+
+def test_batched_equals_one_at_a_time():
+    rng = np.random.default_rng(6)
+    n = 1200
+    y = rng.normal(size=n)
+    c = rng.integers(0, 3, size=n)
+    l1 = np.c_[y + rng.normal(size=n), rng.normal(size=(n, 2))]  # 3 dims
+    l2 = np.c_[np.sin(y)[:, None] + rng.normal(size=(n, 5)) * 0.5, c]  # 6 dims
+    yy = y.copy()
+    yy[:50] = np.nan  # missing values for this attribute only
+    feats = {"l1": l1, "l2": l2}
+    attrs = {"age": (yy, "continuous"), "grp": (c, "categorical")}
+    kw = dict(seeds=2, progress=False, max_steps=250, eval_every=50)
+    a = estimate_many(feats, attrs, batched=True, **kw)
+    b = estimate_many(feats, attrs, batched=False, **kw)
+    assert set(a) == {("l1", "age"), ("l2", "age"), ("l1", "grp"), ("l2", "grp")}
+    for key in a:
+        np.testing.assert_allclose(a[key].seeds_mi, b[key].seeds_mi, atol=2e-4, err_msg=str(key))
+        assert a[key].null_mi == pytest.approx(b[key].null_mi, abs=2e-4)
+        assert a[key].steps == b[key].steps
+    assert a[("l1", "age")].n == n - 50 and a[("l1", "grp")].n == n
+
+
+def test_high_dimensional_features_are_reduced():
+    rng = np.random.default_rng(8)
+    n, d = 3000, 2000
+    y = rng.normal(size=n)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    # signal along u = (1,...,1,0,...)/sqrt(20), well above the noise eigenvalues: I = 1/2 log(1 + 20*0.49) nats
+    x[:, :20] += 0.7 * y[:, None]
+    truth = 0.5 * math.log(1 + 20 * 0.49)
+    r = estimate_expressivity(x, y, seeds=1, max_dim=16, progress=False, max_steps=600)
+    assert r.reduced_dim == 16
+    assert 0.5 * truth < r.mi < 1.1 * truth, (r.mi, truth)
+
+
+@pytest.mark.parametrize(
+    "features, attribute, kind, fragment",
+    [
+        (np.full((50, 3), np.nan), np.arange(50.0), "continuous", "NaN or infinite"),
+        (np.r_[np.ones((49, 3)), [[np.inf, 0, 0]]], np.arange(50.0), "continuous", "NaN or infinite"),
+        (np.zeros((50, 3)), np.arange(40.0), "continuous", "rows"),
+        (np.zeros((50, 3)), np.ones(50), "continuous", "constant"),
+        (np.zeros((50, 3)), np.array(["a"] * 49 + ["b"], dtype=object), "categorical", "fewer than 2"),
+        (np.array([["a"] * 3] * 50), np.arange(50.0), "continuous", "dtype"),
+        (np.zeros((50, 3, 2)), np.arange(50.0), "continuous", "shape"),
+        (np.zeros(50), np.arange(50.0), "continuous", "1-D"),
+        (np.zeros((50, 3)), np.zeros((50, 2)), "continuous", "shape"),
+        (np.zeros((50, 3)), np.array(["x"] * 50, dtype=object), "continuous", "not numbers"),
+        (np.zeros((50, 3)), np.arange(50.0), "ordinal", "kind"),
+    ],
+)
+def test_bad_input_raises_input_error(features, attribute, kind, fragment):
+    with pytest.raises(InputError, match=fragment):
+        estimate_expressivity(features, attribute, kind=kind, seeds=1, progress=False, max_steps=5)
+
+
+def test_bad_options():
+    x, y, _ = gaussian_task(100, 2, 0.5, seed=0)
+    with pytest.raises(InputError, match="unknown option"):
+        estimate_expressivity(x, y, progress=False, learning_rate=1)
+    with pytest.raises(InputError, match="seeds"):
+        estimate_expressivity(x, y, seeds=0, progress=False)
+
+
+def test_registry_lookup_of_every_estimator():
+    names = list_estimators()
+    for name in ("mine", "smile", "infonce", "nwj", "entropy"):
+        assert name in names
+        est = get_estimator(name)
+        assert isinstance(est, NeuralEstimator) and est.name == name
+    with pytest.raises(PluginError, match="Did you mean"):
+        get_estimator("mien")
+
+
+@pytest.mark.parametrize("name", ["smile", "infonce", "nwj", "entropy"])
+def test_other_estimators_on_gaussian(name):
+    x, y, truth = gaussian_task(2000, 4, 0.8, seed=11)
+    r = estimate_expressivity(x, y, estimator=name, seeds=1, null=False, progress=False, **FAST)
+    assert abs(r.mi - truth) < 0.15, (name, r.mi, truth)
+    assert r.estimator == name
