@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 QUICK_MAX_IMAGES = 2000
 QUICK_MAX_STEPS = 600
+DEMO_ATTRS = "age,sex,yaw,skin_tone"
+DEMO_FAIRNESS_ATTRS = ("skin_tone", "sex")
 MAX_FAILED_LISTED = 20
 
 
@@ -325,8 +327,8 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool | None = None) -> A
     _check_out_dir(out_dir)
     assets = prepare_demo(out_dir / "assets", seed=seed, progress=progress)
     config = AuditConfig(
-        model=assets.model, manifest=assets.manifest, attrs="age,sex,yaw", out_dir=out_dir,
-        seed=seed, demo=True, progress=progress,
+        model=assets.model, manifest=assets.manifest, attrs=DEMO_ATTRS, fairness_attrs=DEMO_FAIRNESS_ATTRS,
+        out_dir=out_dir, seed=seed, demo=True, progress=progress,
     )
     return run_audit(config)
 

@@ -112,7 +112,8 @@ Examples:
               type=click.Path(path_type=Path), help="Output folder for report.html and report.json.")
 @click.option("--quick", is_flag=True, help="A fast preset: one seed, shorter training, at most 2,000 images.")
 @click.option("--pooling", default="avg", show_default=True,
-              help="Feature map to vector: avg, max, avgK (K x K spatial average, e.g. avg2), or flatten.")
+              help="Feature map to vector: avg (global average), max, gridK (K x K spatial average, e.g. grid2), "
+                   "or flatten (capped size).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--align/--no-align", default=False, show_default=True,
               help="Align each image from its 5 landmarks to the 112x112 ArcFace template first "
