@@ -15,7 +15,7 @@ import logging
 import platform
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ class AuditOutcome:
     findings: list[str]
 
 
-def _check_out_dir(out_dir: Path) -> None:
+def check_out_dir(out_dir: Path) -> None:
     """Fail before hours of work if the report cannot be written."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,7 +91,8 @@ def _check_out_dir(out_dir: Path) -> None:
         ) from exc
 
 
-def _environment() -> dict[str, str]:
+def environment_versions() -> dict[str, str]:
+    """Versions that change the numbers, recorded in every report for reproducibility."""
     import fairlearn
     import onnxruntime
     import torch
@@ -122,7 +123,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     timings: dict[str, float] = {}
     warnings: list[str] = []
     out_dir = Path(config.out_dir)
-    _check_out_dir(out_dir)
+    check_out_dir(out_dir)
 
     manifest = load_manifest(config.manifest, config.attrs)
     options = dict(config.backend_options)
@@ -134,7 +135,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         layer_names = [*layer_names, model.final_layer]
     timings["load_s"] = time.perf_counter() - t0
 
-    rows = _choose_rows(len(manifest), config)
+    rows = choose_rows(len(manifest), config)
     if len(rows) < len(manifest):
         warnings.append(
             f"Quick preset: audited a random subset of {len(rows)} of {len(manifest)} images (seed {config.seed})."
@@ -177,7 +178,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     timings["expressivity_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    fairness, fairness_reason = _fairness(manifest, used, feats.features.get(model.final_layer), config, warnings)
+    fairness, fairness_reason = fairness_by_attribute(manifest, used, feats.features.get(model.final_layer), config, warnings)
     timings["fairness_s"] = time.perf_counter() - t
 
     report = {
@@ -190,7 +191,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             "path": str(config.model),
             "sha256": model.sha256,
             "backend": model.backend_name,
-            "input": _input_dict(model.input_spec),
+            "input": input_spec_dict(model.input_spec),
         },
         "data": {
             "manifest": str(config.manifest),
@@ -198,7 +199,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             "n_used": int(len(used)),
             "n_failed": len(feats.failed),
             "failed": [{"path": str(p), "reason": r} for p, r in feats.failed[:MAX_FAILED_LISTED]],
-            "attributes": [_attribute_summary(a, used) for a in manifest.attributes.values()],
+            "attributes": [attribute_summary(a, used) for a in manifest.attributes.values()],
         },
         "layers": _layer_rows(model, layer_names, feats.features),
         "expressivity": [
@@ -221,7 +222,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             "quick": config.quick,
             "align": config.align,
         },
-        "environment": _environment(),
+        "environment": environment_versions(),
     }
     t = time.perf_counter()
     timings["report_s"] = 0.0
@@ -231,7 +232,8 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     return AuditOutcome(html_path, json_path, report, render_findings(report))
 
 
-def _choose_rows(n: int, config: AuditConfig) -> np.ndarray:
+def choose_rows(n: int, config: AuditConfig) -> np.ndarray:
+    """Row indices to audit: all, or a seeded random subset under --quick / max_images."""
     cap = config.max_images or (QUICK_MAX_IMAGES if config.quick else None)
     if cap is None or n <= cap:
         return np.arange(n)
@@ -239,7 +241,8 @@ def _choose_rows(n: int, config: AuditConfig) -> np.ndarray:
     return np.sort(rng.choice(n, size=cap, replace=False))
 
 
-def _input_dict(spec: Any) -> dict[str, Any]:
+def input_spec_dict(spec: Any) -> dict[str, Any]:
+    """A backend's input spec as plain JSON data for the report."""
     if hasattr(spec, "to_dict"):
         return spec.to_dict()
     from dataclasses import asdict, is_dataclass
@@ -247,7 +250,8 @@ def _input_dict(spec: Any) -> dict[str, Any]:
     return asdict(spec) if is_dataclass(spec) else dict(spec)
 
 
-def _attribute_summary(attr: Any, used: np.ndarray) -> dict[str, Any]:
+def attribute_summary(attr: Any, used: np.ndarray) -> dict[str, Any]:
+    """Valid/missing counts and group sizes of one attribute over the rows actually audited."""
     groups = attr.groups[used]
     valid = np.array([g is not None for g in groups])
     labels, counts = np.unique(groups[valid].astype(str), return_counts=True) if valid.any() else ([], [])
@@ -279,8 +283,9 @@ def _layer_rows(model: Any, names: Sequence[str], features: Mapping[str, np.ndar
     return rows
 
 
-def _fairness(manifest: Any, used: np.ndarray, embeddings: np.ndarray | None, config: AuditConfig,
+def fairness_by_attribute(manifest: Any, used: np.ndarray, embeddings: np.ndarray | None, config: AuditConfig,
               warnings: list[str]) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """Verification fairness per requested attribute (or intersection); (results, None) or (None, reason)."""
     from faceaudit.fairness import combine_groups, verification_fairness
 
     if manifest.identities is None:
@@ -319,18 +324,46 @@ def _fairness(manifest: Any, used: np.ndarray, embeddings: np.ndarray | None, co
     return out, None
 
 
-def run_demo(out_dir: Path, *, seed: int = 0, progress: bool | None = None) -> AuditOutcome:
-    """Generate the phantom faces and the small demo CNN, then audit it like any model."""
+@dataclass(frozen=True)
+class DemoOutcome:
+    """The demo's audit report and its trend-across-training report."""
+
+    audit: AuditOutcome
+    trend: Any
+
+    @property
+    def html_path(self) -> Path:
+        return self.audit.html_path
+
+    @property
+    def json_path(self) -> Path:
+        return self.audit.json_path
+
+    @property
+    def findings(self) -> list[str]:
+        return self.audit.findings
+
+
+def run_demo(out_dir: Path, *, seed: int = 0, progress: bool | None = None, trend: bool = True) -> DemoOutcome:
+    """Generate the phantom faces and the small demo CNN, audit it like any model, then follow its training.
+
+    Everything a newcomer needs to see a finished audit without bringing files:
+    the audit goes through `run_audit` exactly as `faceaudit run` does, and the
+    trend report follows the final layer across the CNN's training checkpoints.
+    """
     from faceaudit.demo import prepare_demo
+    from faceaudit.trend import run_demo_trend
 
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir)
+    check_out_dir(out_dir)
     assets = prepare_demo(out_dir / "assets", seed=seed, progress=progress)
     config = AuditConfig(
         model=assets.model, manifest=assets.manifest, attrs=DEMO_ATTRS, fairness_attrs=DEMO_FAIRNESS_ATTRS,
         out_dir=out_dir, seed=seed, demo=True, progress=progress,
     )
-    return run_audit(config)
+    audit = run_audit(config)
+    trend_outcome = run_demo_trend(out_dir / "trend", assets, seed=seed, progress=progress) if trend else None
+    return DemoOutcome(audit, trend_outcome)
 
 
-__all__ = ["AuditConfig", "AuditOutcome", "run_audit", "run_demo", "replace"]
+__all__ = ["AuditConfig", "AuditOutcome", "DemoOutcome", "run_audit", "run_demo"]

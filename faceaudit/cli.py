@@ -161,6 +161,143 @@ def _print_outcome(outcome: Any) -> None:
         click.echo(f"  - {line}")
 
 
+_TREND_EPILOG = """\b
+Examples:
+  faceaudit trend ckpt_000.onnx ckpt_025k.onnx ckpt_050k.onnx --data faces.csv --attrs age,sex,yaw
+  faceaudit trend run/*.onnx --labels 0,25k,50k,75k --data faces.csv --attrs sex,identity --layers final
+  faceaudit trend a.pt2 b.pt2 c.pt2 --data faces.parquet --attrs yaw --layer 'stage3*' --quick
+"""
+
+
+@main.command(epilog=_TREND_EPILOG)
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--data", "manifest", required=True, type=click.Path(path_type=Path),
+              help="Manifest (CSV or Parquet): a `path` column, optional `identity`, attribute columns.")
+@click.option("--attrs", required=True,
+              help="Attributes, comma separated (e.g. age,sex,yaw); `identity` adds identity expressivity "
+                   "(categorical, many classes; needs an `identity` column).")
+@click.option("--labels", default=None,
+              help="One label per checkpoint, comma separated, in the same order (e.g. 0,25k,50k) "
+                   "[default: the file names].")
+@click.option("--layer", default="final", show_default=True,
+              help="The layer followed across checkpoints: `final` (the embedding) or a layer name.")
+@click.option("--layers", "layers_spec", default="auto", show_default=True,
+              help="Layers of the layers x checkpoints view: `auto`, names or glob patterns, or `final` "
+                   "to measure the followed layer only (fastest).")
+@click.option("--estimator", default="mine", show_default=True, help="MI estimator for the attributes.")
+@click.option("--identity-estimator", default="entropy", show_default=True,
+              help="MI estimator for `identity` (entropy: H(Y) - H(Y|X) from a classifier).")
+@click.option("--seeds", default=None, type=click.IntRange(1, 50),
+              help="Training seeds per estimate. [default: 3; 1 with --quick]")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, or cuda[:N].")
+@click.option("--out", "out_dir", default=Path("faceaudit-trend"), show_default=True,
+              type=click.Path(path_type=Path), help="Output folder for trend.html and trend.json.")
+@click.option("--quick", is_flag=True,
+              help="Fast preset: one seed, shorter critic training, 16 principal components, at most 2,000 images.")
+@click.option("--pooling", default="avg", show_default=True, help="Feature map to vector: avg, max, gridK, flatten.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--align/--no-align", default=False, show_default=True,
+              help="Align each image from its 5 landmarks first.")
+@click.option("--backend", default=None, help="Backend name (default: chosen from each file's suffix).")
+@click.option("--cache-dir", default=None, type=click.Path(path_type=Path),
+              help="Feature cache, one folder per checkpoint [default: OUT/cache].")
+@click.option("--max-images", default=None, type=click.IntRange(20), help="Use a random subset of this many images.")
+@click.option("--strict", is_flag=True, help="Fail on the first unreadable image instead of skipping it.")
+@click.option("--seed", default=0, show_default=True, help="Seed for subsets, splits and critics.")
+@click.option("--trust-pickle", is_flag=True, help="DANGEROUS: allow full-pickle PyTorch files.")
+def trend(checkpoints: tuple[Path, ...], manifest: Path, attrs: str, labels: str | None, layer: str,
+          layers_spec: str, estimator: str, identity_estimator: str, seeds: int | None, device: str,
+          out_dir: Path, quick: bool, pooling: str, batch_size: int, align: bool, backend: str | None,
+          cache_dir: Path | None, max_images: int | None, strict: bool, seed: int, trust_pickle: bool) -> None:
+    """Follow expressivity across training CHECKPOINTS (in training order); write trend.html and trend.json.
+
+    As a face network trains, the information its final layer holds about yaw,
+    sex and age first rises and then falls, while identity keeps rising. This
+    measures that for your checkpoints: every checkpoint x layer x attribute in
+    one batched job, features cached per checkpoint, each rise and fall tested
+    against the combined uncertainty. Exit code 0 when done, 2 for a problem
+    with the input, 1 for a failure.
+    """
+    from faceaudit.trend import TrendConfig, run_trend
+
+    config = TrendConfig(
+        checkpoints=list(checkpoints), manifest=manifest, attrs=attrs, labels=_split(labels) or None,
+        layer=layer, layers=layers_spec, estimator=estimator, identity_estimator=identity_estimator,
+        seeds=seeds, device=device, out_dir=out_dir, quick=quick, pooling=pooling, batch_size=batch_size,
+        align=align, backend=backend, cache_dir=cache_dir, max_images=max_images, strict=strict, seed=seed,
+        trust_pickle=trust_pickle,
+    )
+    _print_outcome(run_trend(config))
+
+
+_COMPARE_EPILOG = """\b
+Examples:
+  faceaudit compare before.onnx after_mitigation.onnx --data faces.csv --attrs sex,age
+  faceaudit compare vendor_a.onnx vendor_b.pt2 --labels A,B --data lfw.csv --attrs sex,yaw --target-fmr 1e-4
+"""
+
+
+@main.command(epilog=_COMPARE_EPILOG)
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--data", "manifest", required=True, type=click.Path(path_type=Path),
+              help="Manifest (CSV or Parquet): a `path` column, optional `identity`, attribute columns.")
+@click.option("--attrs", required=True, help="Attributes, comma separated (e.g. age,sex,yaw,identity).")
+@click.option("--labels", default=None,
+              help="One label per model, comma separated [default: the file names]. The first is the reference.")
+@click.option("--layers", "layers_spec", default="auto", show_default=True,
+              help="Layers to compare (on the first model): `auto`, names, globs or `final`. Models of another "
+                   "architecture are matched by relative depth.")
+@click.option("--estimator", default="mine", show_default=True, help="MI estimator for the attributes.")
+@click.option("--identity-estimator", default="entropy", show_default=True, help="MI estimator for `identity`.")
+@click.option("--seeds", default=None, type=click.IntRange(1, 50),
+              help="Training seeds per estimate. [default: 3; 1 with --quick]")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, or cuda[:N].")
+@click.option("--target-fmr", default=1e-3, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="False match rate at which each model's global verification threshold is set.")
+@click.option("--fairness-attrs", default=None,
+              help="Attributes to compare verification fairness for [default: all audited but identity]; "
+                   "join with `*` for intersectional groups.")
+@click.option("--z", "z", default=1.96, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="A difference counts when it exceeds z x sqrt(se_a^2 + se_b^2).")
+@click.option("--out", "out_dir", default=Path("faceaudit-compare"), show_default=True,
+              type=click.Path(path_type=Path), help="Output folder for compare.html and compare.json.")
+@click.option("--quick", is_flag=True,
+              help="Fast preset: one seed, shorter critic training, 16 principal components, at most 2,000 images.")
+@click.option("--pooling", default="avg", show_default=True, help="Feature map to vector: avg, max, gridK, flatten.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--align/--no-align", default=False, show_default=True,
+              help="Align each image from its 5 landmarks first.")
+@click.option("--backend", default=None, help="Backend name (default: chosen from each file's suffix).")
+@click.option("--cache-dir", default=None, type=click.Path(path_type=Path),
+              help="Feature cache, one folder per model [default: OUT/cache].")
+@click.option("--max-images", default=None, type=click.IntRange(20), help="Use a random subset of this many images.")
+@click.option("--strict", is_flag=True, help="Fail on the first unreadable image instead of skipping it.")
+@click.option("--seed", default=0, show_default=True, help="Seed for subsets, splits, critics, pairs and bootstrap.")
+@click.option("--trust-pickle", is_flag=True, help="DANGEROUS: allow full-pickle PyTorch files.")
+def compare(models: tuple[Path, ...], manifest: Path, attrs: str, labels: str | None, layers_spec: str,
+            estimator: str, identity_estimator: str, seeds: int | None, device: str, target_fmr: float,
+            fairness_attrs: str | None, z: float, out_dir: Path, quick: bool, pooling: str, batch_size: int,
+            align: bool, backend: str | None, cache_dir: Path | None, max_images: int | None, strict: bool,
+            seed: int, trust_pickle: bool) -> None:
+    """Compare MODELS side by side on the same faces; write compare.html and compare.json.
+
+    Expressivity per matched layer and attribute, verification error rates per
+    group, and every difference to the first model (the reference: before
+    mitigation, vendor A) with whether it exceeds the combined uncertainty.
+    Exit code 0 when done, 2 for a problem with the input, 1 for a failure.
+    """
+    from faceaudit.compare import CompareConfig, run_compare
+
+    config = CompareConfig(
+        models=list(models), manifest=manifest, attrs=attrs, labels=_split(labels) or None, layers=layers_spec,
+        estimator=estimator, identity_estimator=identity_estimator, seeds=seeds, device=device,
+        target_fmr=target_fmr, fairness_attrs=_split(fairness_attrs) or None, z=z, out_dir=out_dir,
+        quick=quick, pooling=pooling, batch_size=batch_size, align=align, backend=backend, cache_dir=cache_dir,
+        max_images=max_images, strict=strict, seed=seed, trust_pickle=trust_pickle,
+    )
+    _print_outcome(run_compare(config))
+
+
 @main.command(epilog="\b\nExamples:\n  faceaudit layers model.onnx\n  faceaudit layers model.pt2 --json")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--backend", default=None, help="Backend name (default: chosen from the file suffix).")
@@ -203,6 +340,15 @@ def plugins() -> None:
             click.echo(f"  {p.name:10} {p.distribution} {p.version}  ({p.value})")
 
 
+def _report_kind(path: Path) -> str:
+    """The `kind` of a report JSON (audit, trend or compare); the loaders validate the rest."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "audit"  # let the audit loader raise its precise error
+    return data.get("kind", "audit") if isinstance(data, dict) else "audit"
+
+
 @main.command(epilog="\b\nExample:\n  faceaudit report faceaudit-report/report.json --out shared/report.html")
 @click.argument("report_json", type=click.Path(path_type=Path))
 @click.option("--out", "out_html", default=None, type=click.Path(path_type=Path),
@@ -214,10 +360,18 @@ def report(report_json: Path, out_html: Path | None) -> None:
     """
     from faceaudit._atomic import atomic_write_text
     from faceaudit.report import load_report, render_html
+    from faceaudit.report.compare_render import load_compare, render_compare_html
+    from faceaudit.report.trend_render import load_trend, render_trend_html
 
-    result = load_report(report_json)
-    target = out_html or report_json.with_name("report.html")
-    atomic_write_text(target, render_html(result))
+    kind = _report_kind(report_json)
+    if kind == "trend":
+        html, default_name = render_trend_html(load_trend(report_json)), "trend.html"
+    elif kind == "compare":
+        html, default_name = render_compare_html(load_compare(report_json)), "compare.html"
+    else:
+        html, default_name = render_html(load_report(report_json)), "report.html"
+    target = out_html or report_json.with_name(default_name)
+    atomic_write_text(target, html)
     click.echo(f"report: {target}")
 
 
@@ -230,12 +384,17 @@ def demo(out_dir: Path, seed: int) -> None:
 
     Generates procedurally drawn faces whose age, sex and yaw are known, trains
     a small face-recognition CNN on them for identity, exports it to ONNX and
-    audits it through the same path as `faceaudit run`. A few minutes on a
-    laptop CPU; assets are reused on a rerun.
+    audits it through the same path as `faceaudit run` (report.html), then
+    follows the final layer across the CNN's training checkpoints
+    (trend/trend.html), the paper's experiment in miniature. About three
+    minutes on a 2-core CPU; assets are reused on a rerun.
     """
     from faceaudit.audit import run_demo
 
-    _print_outcome(run_demo(out_dir, seed=seed))
+    outcome = run_demo(out_dir, seed=seed)
+    _print_outcome(outcome)
+    if outcome.trend is not None:
+        click.echo(f"trend:  {outcome.trend.html_path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

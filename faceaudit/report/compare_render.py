@@ -1,0 +1,277 @@
+"""Render a model comparison to compare.html and its JSON twin compare.json.
+
+Same conventions as the audit and trend reports (self-contained HTML, no
+script, CSP meta, autoescaped jinja2 with StrictUndefined, HTML a pure
+function of the JSON, atomic writes).
+
+compare.json schema (``schema_version`` "1.0", ``kind`` "compare")::
+
+    {"schema_version", "kind": "compare", "faceaudit_version", "created", "demo": false,
+     "models": [{"label", "index", "reference": bool, "path", "sha256", "backend", "final_layer", "n_layers",
+                 "input": {...}}],                       # the first model is the reference
+     "data": {... as in trend.json ...},
+     "layer_matching": "name" | "depth",
+     "layers": [{"key", "depth", "names": {model: layer name}, "depths": {model: depth}, "final"}],
+     "expressivity": [{"model", "layer" (key), "layer_name", "attribute", **ExpressivityResult.to_dict()}],
+     "expressivity_differences": [{"layer", "attribute", "model_a", "model_b", "mi_a", "mi_b",
+                                   "delta", "se", "threshold", "significant"}],          # delta = b - a, nats
+     "fairness": [{"model", **VerificationFairnessResult.to_dict()}] | null, "fairness_skipped_reason": str | null,
+     "fairness_differences": [{"attribute", "metric": "fmr" | "fnmr", "quantity": "disparity" | "group rate",
+                               "group" (null for a disparity), "model_a", "model_b", "value_a", "value_b",
+                               "delta", "se", "threshold", "significant", ...}],
+     "warnings", "timings", "settings": {..., "z", "rule"}, "environment"}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from faceaudit.report import charts
+from faceaudit.report.findings import Finding
+from faceaudit.report.trend_render import (
+    SERIES_COLOURS,
+    check,
+    detail_row,
+    dumps,
+    environment,
+    glossary_words,
+    kv,
+    load_json,
+    null_band,
+    timings_rows,
+    write_pair,
+)
+
+COMPARE_TEMPLATE = "compare.html.j2"
+COMPARE_JSON = "compare.json"
+COMPARE_HTML = "compare.html"
+REQUIRED = ("schema_version", "kind", "faceaudit_version", "created", "models", "data", "layers", "expressivity",
+            "expressivity_differences", "fairness", "fairness_differences", "settings")
+
+
+def _signed(x: Any, digits: int = 2) -> str:
+    if x is None:
+        return "–"
+    s = charts.fmt_num(x, digits)
+    return s if s.startswith("-") or s in ("0", "–") else "+" + s
+
+
+def _rate(x: Any) -> str:
+    return charts.fmt_rate(x)
+
+
+def compare_findings(report: Mapping[str, Any]) -> list[Finding]:
+    """The comparison's main results in plain words, from the JSON alone."""
+    out: list[Finding] = []
+    final = next((l["key"] for l in report["layers"] if l.get("final")), None)
+    diffs = list(report.get("expressivity_differences") or ())
+    for d in diffs:
+        if not d["significant"] or (final is not None and d["layer"] != final):
+            continue
+        more = "more" if d["delta"] > 0 else "less"
+        out.append(Finding(
+            "medium", "expressivity",
+            f"{d['model_b']} encodes {more} {d['attribute']} than {d['model_a']} at the final layer: "
+            f"{charts.fmt_num(d['mi_b'], 2)} vs {charts.fmt_num(d['mi_a'], 2)} nats "
+            f"(difference {_signed(d['delta'])}, beyond the combined uncertainty of ±{charts.fmt_num(d['threshold'], 2)}).",
+        ))
+    n_sig = sum(1 for d in diffs if d["significant"])
+    if diffs:
+        out.append(Finding(
+            "info", "expressivity",
+            f"{n_sig} of {len(diffs)} expressivity differences (all layers and attributes) exceed the combined "
+            "uncertainty.",
+        ))
+    fdiffs = list(report.get("fairness_differences") or ())
+    for d in fdiffs:
+        if d["quantity"] != "disparity" or d["delta"] is None:
+            continue
+        metric = d["metric"].upper()
+        if d["significant"]:
+            word = "larger" if d["delta"] > 0 else "smaller"
+            out.append(Finding(
+                "high" if d["delta"] > 0 else "low", "fairness",
+                f"The {metric} gap between {d['attribute']} groups is {word} for {d['model_b']} than for {d['model_a']}: "
+                f"{_rate(d['value_b'])} vs {_rate(d['value_a'])} (worst minus best group; beyond ±{_rate(d['threshold'])}).",
+            ))
+        else:
+            out.append(Finding(
+                "info", "fairness",
+                f"The {metric} gap between {d['attribute']} groups does not differ beyond the uncertainty between "
+                f"{d['model_b']} ({_rate(d['value_b'])}) and {d['model_a']} ({_rate(d['value_a'])}).",
+            ))
+    if report.get("fairness") is None:
+        out.append(Finding("info", "fairness",
+                           f"Verification fairness was not compared: {report.get('fairness_skipped_reason')}"))
+    return out
+
+
+def render_compare_findings(report: Mapping[str, Any]) -> list[str]:
+    """Findings as one line each, most important first (for the CLI)."""
+    order = {"high": 0, "medium": 1, "low": 2, "info": 3}
+    fs = sorted(compare_findings(report), key=lambda f: order.get(f.severity, 4))
+    return [f"{f.severity.upper()}: {f.text}" for f in fs]
+
+
+def build_compare_view(report: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything compare.html shows, pre-formatted (numbers as strings, charts as SVG markup)."""
+    check(report, "compare", REQUIRED)
+    labels = [str(m["label"]) for m in report["models"]]
+    layers = sorted(report["layers"], key=lambda l: l["depth"])
+    keys = [l["key"] for l in layers]
+    index = {(e["model"], e["layer"], e["attribute"]): e for e in report["expressivity"]}
+    attrs = [a for a in report["settings"]["attrs"] if any(k[2] == a for k in index)]
+
+    panels = []
+    for a in attrs:
+        series = []
+        for i, lab in enumerate(labels):
+            es = [index.get((lab, k, a)) for k in keys]
+            series.append(charts.BandSeries(
+                name=lab, y=[None if e is None else e.get("mi") for e in es],
+                lo=[None if e is None else e.get("ci_low") for e in es],
+                hi=[None if e is None else e.get("ci_high") for e in es],
+                colour=SERIES_COLOURS[i % len(SERIES_COLOURS)],
+            ))
+        ref_es = [index.get((labels[0], k, a)) for k in keys]
+        panels.append({"attribute": a, "svg": charts.line_band_chart(
+            keys, series, reference=null_band(ref_es), reference_label=f"null baseline ({labels[0]})",
+            width=max(480.0, 70.0 * len(keys) + 200),
+            title=f"Expressivity of {a} per matched layer (nats), one line per model, with 95% CI",
+        )})
+
+    diff_rows = [
+        {"layer": d["layer"], "attribute": d["attribute"], "a": d["model_a"], "b": d["model_b"],
+         "mi_a": charts.fmt_num(d["mi_a"]), "mi_b": charts.fmt_num(d["mi_b"]), "delta": _signed(d["delta"], 3),
+         "threshold": charts.fmt_num(d["threshold"], 2), "significant": bool(d["significant"])}
+        for d in report.get("expressivity_differences") or ()
+    ]
+
+    rows = []
+    for a in attrs:
+        for k in keys:
+            for lab in labels:
+                e = index.get((lab, k, a))
+                if e is not None:
+                    rows.append(detail_row(e, model=lab, layer=k, layer_name=e.get("layer_name", k)))
+
+    fairness = None
+    if report.get("fairness") is not None:
+        fairness = []
+        by_attr: dict[str, list[Mapping[str, Any]]] = {}
+        for f in report["fairness"]:
+            by_attr.setdefault(str(f["attribute"]), []).append(f)
+        fd = list(report.get("fairness_differences") or ())
+        for attr, fs in by_attr.items():
+            metrics = []
+            for metric in ("fmr", "fnmr"):
+                dot_labels, vals, los, his = [], [], [], []
+                for f in fs:
+                    for g in f.get("groups") or ():
+                        ci = g.get(f"{metric}_ci") or (None, None)
+                        dot_labels.append(f"{f['model']} · {g['group']}")
+                        vals.append(g.get(metric))
+                        los.append(ci[0])
+                        his.append(ci[1])
+                svg = charts.dot_ci_chart(
+                    dot_labels, vals, los, his, x_label=f"{metric.upper()} at each model's global threshold",
+                    title=f"{metric.upper()} per {attr} group and model, with 95% CI",
+                )
+                table = [
+                    {"quantity": "worst − best group" if d["quantity"] == "disparity" else str(d["group"]),
+                     "disparity": d["quantity"] == "disparity", "a": d["model_a"], "b": d["model_b"],
+                     "value_a": _rate(d["value_a"]), "value_b": _rate(d["value_b"]), "delta": _signed(d["delta"], 3),
+                     "threshold": charts.fmt_rate(d["threshold"]), "significant": bool(d["significant"]),
+                     "small": bool(d.get("small"))}
+                    for d in fd if d["attribute"] == attr and d["metric"] == metric
+                ]
+                metrics.append({"name": metric.upper(), "svg": svg, "rows": table})
+            summary = [
+                {"model": str(f["model"]), "threshold": charts.fmt_num(f.get("threshold"), 4),
+                 "fdr": charts.fmt_num((f.get("summary") or {}).get("fdr")),
+                 "garbe_fmr": charts.fmt_num((f.get("summary") or {}).get("garbe_fmr")),
+                 "garbe_fnmr": charts.fmt_num((f.get("summary") or {}).get("garbe_fnmr")),
+                 "target_fmr": charts.fmt_sci(f.get("target_fmr"))}
+                for f in fs
+            ]
+            fairness.append({"attribute": attr, "metrics": metrics, "summary": summary})
+
+    all_warnings = [("run", str(w)) for w in report.get("warnings") or ()]
+    for e in report["expressivity"]:
+        all_warnings += [(f"{e['model']} · {e['layer']} × {e['attribute']}", str(w)) for w in e.get("warnings") or ()]
+    for f in report.get("fairness") or ():
+        all_warnings += [(f"{f['model']} · fairness: {f['attribute']}", str(w)) for w in f.get("warnings") or ()]
+    data = report["data"]
+    return {
+        "title": "faceaudit comparison: " + " vs ".join(labels),
+        "created": report["created"],
+        "version": report["faceaudit_version"],
+        "schema_version": report["schema_version"],
+        "reference": labels[0],
+        "labels": labels,
+        "findings": [f.to_dict() for f in compare_findings(report)],
+        "panels": panels,
+        "diff_rows": diff_rows,
+        "rows": rows,
+        "fairness": fairness,
+        "fairness_skipped_reason": str(report.get("fairness_skipped_reason") or "no reason was recorded"),
+        "warnings": all_warnings,
+        "matching": report.get("layer_matching", "name"),
+        "models": [
+            {"label": str(m["label"]), "path": str(m["path"]), "sha256": str(m.get("sha256") or "–"),
+             "backend": str(m.get("backend") or "–"), "final_layer": str(m.get("final_layer") or "–"),
+             "n_layers": m.get("n_layers", "–"), "reference": bool(m.get("reference"))}
+            for m in report["models"]
+        ],
+        "layers": [
+            {"key": l["key"], "depth": f"{l['depth']:.2f}",
+             "names": [(lab, l["names"].get(lab, "–"), l.get("depths", {}).get(lab)) for lab in labels]}
+            for l in layers
+        ],
+        "data": kv({"manifest": data["manifest"], "images": data["n_images"], "used": data["n_used"],
+                    "failed": data["n_failed"]}),
+        "identity": kv(data["identity"]) if data.get("identity") else [],
+        "attributes": list(data.get("attributes") or ()),
+        "failed": list(data.get("failed") or ()),
+        "settings": kv(report["settings"]),
+        "timings": timings_rows(report.get("timings") or {}),
+        "environment": kv({"faceaudit": report["faceaudit_version"], **dict(report.get("environment") or {})}),
+        "strength_words": glossary_words(),
+        "z": charts.fmt_num(report["settings"].get("z", 1.96)),
+    }
+
+
+def render_compare_html(report: Mapping[str, Any]) -> str:
+    """Render compare.html (inline CSS and SVG, no script, no network) from a comparison dictionary.
+
+    Deterministic: the same compare.json always gives the byte-identical HTML.
+    """
+    return environment().get_template(COMPARE_TEMPLATE).render(r=build_compare_view(report))
+
+
+def write_compare(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write compare.json and compare.html (rendered from that JSON text) atomically; returns (html, json)."""
+    text_json = dumps(report)
+    text_html = render_compare_html(json.loads(text_json))
+    return write_pair(text_json, text_html, out_dir, COMPARE_JSON, COMPARE_HTML)
+
+
+def load_compare(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a compare.json (a file or the folder holding it), e.g. to re-render it."""
+    return load_json(path, "compare", COMPARE_JSON, REQUIRED)
+
+
+__all__ = [
+    "COMPARE_HTML",
+    "COMPARE_JSON",
+    "build_compare_view",
+    "compare_findings",
+    "load_compare",
+    "render_compare_findings",
+    "render_compare_html",
+    "write_compare",
+]

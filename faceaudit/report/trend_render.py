@@ -1,0 +1,471 @@
+"""Render a trend (expressivity across training checkpoints) to trend.html and its JSON twin trend.json.
+
+The same conventions as the audit report: one self-contained HTML file (inline
+CSS and SVG, no script, a Content-Security-Policy that forbids everything
+else), jinja2 with autoescape and StrictUndefined, and HTML that is a pure
+function of the JSON, so the same trend.json always gives byte-identical HTML.
+
+trend.json schema (``schema_version`` "1.0", ``kind`` "trend")::
+
+    {"schema_version", "kind": "trend", "faceaudit_version", "created" (ISO 8601), "demo": bool,
+     "checkpoints": [{"label", "index", "path", "sha256", "backend", "final_layer", "input": {...}}],  # training order
+     "data": {"manifest", "n_images", "n_used", "n_failed", "failed": [{"path", "reason"}] (first 20),
+              "attributes": [{"name", "kind", "n_valid", "n_missing", "groups": [{"label", "count"}]}],
+              "identity": {"n_identities", "median_images_per_identity", "n_single_dropped"} | null},
+     "layer_matching": "name" | "depth",
+     "focus_layer": layer key followed across checkpoints,
+     "layers": [{"key", "depth", "names": {checkpoint: layer name}, "depths": {checkpoint: depth}, "final"}],
+     "expressivity": [{"checkpoint", "layer" (key), "layer_name", "attribute", **ExpressivityResult.to_dict()}],
+     "trend": [{"attribute", "layer", "mi": [...], "ci_low": [...], "ci_high": [...], "normalized": [...],
+                "peak", "peak_index", "shape": "rise-then-fall" | "rising" | "falling" | "flat",
+                "rise" | "fall" | "first_to_last": {"delta", "se", "threshold", "significant"}}],
+     "warnings": [str], "timings": {...seconds}, "settings": {..., "z", "rule"}, "environment": {...}}
+
+All MI values are in nats.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from faceaudit._atomic import atomic_write_text
+from faceaudit.errors import OutputError
+from faceaudit.report import charts
+from faceaudit.report.findings import Finding, above_null, null_top, strength, strength_words
+from faceaudit.report.schema import ReportError
+
+TREND_TEMPLATE = "trend.html.j2"
+TREND_JSON = "trend.json"
+TREND_HTML = "trend.html"
+SUPPORTED_MAJOR = "1"
+
+#: Okabe-Ito colours (colour-blind safe) for several lines in one chart.
+SERIES_COLOURS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000")
+
+_SHAPE_WORDS = {
+    "rise-then-fall": "rises, then falls",
+    "rising": "keeps rising",
+    "falling": "falls",
+    "flat": "shows no change beyond the uncertainty",
+}
+
+
+# --------------------------------------------------------------------------- shared with compare_render
+
+
+def _template_dirs() -> list[Path]:
+    pkg = Path(__file__).resolve().parents[1]
+    return [p for p in (pkg / "templates", pkg.parent / "templates") if (p / TREND_TEMPLATE).is_file()]
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    """The jinja2 environment of the trend and compare templates (autoescape, StrictUndefined)."""
+    dirs = _template_dirs()
+    if not dirs:
+        raise ReportError(
+            f"the template {TREND_TEMPLATE} is missing from this faceaudit installation "
+            "(looked in faceaudit/templates and the repository's templates/). Reinstall faceaudit."
+        )
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "j2"), default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["num"] = charts.fmt_num
+    env.filters["sci"] = charts.fmt_sci
+    return env
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: tuples to lists, non-finite floats to None, numpy scalars to Python numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def dumps(report: Mapping[str, Any]) -> str:
+    """The JSON twin's text: indented, key order kept, no NaN or Infinity."""
+    return json.dumps(jsonable(report), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_pair(text_json: str, text_html: str, out_dir: str | os.PathLike[str], json_name: str,
+               html_name: str) -> tuple[Path, Path]:
+    """Write the JSON then the HTML atomically; a failed HTML write removes the JSON again."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose a writable --out.") from exc
+    json_path, html_path = out / json_name, out / html_name
+    atomic_write_text(json_path, text_json)
+    try:
+        atomic_write_text(html_path, text_html)
+    except BaseException:
+        try:
+            json_path.unlink()
+        except OSError:
+            pass
+        raise
+    return html_path, json_path
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON number {name}")
+
+
+def load_json(path: str | os.PathLike[str], kind: str, default_name: str, required: Sequence[str]) -> dict[str, Any]:
+    """Read and check a trend.json / compare.json: valid JSON, the right kind, a supported schema, the keys."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / default_name
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"), parse_constant=_reject_constant)
+    except FileNotFoundError as exc:
+        raise ReportError(f"{p} does not exist. Pass the {default_name} written by `faceaudit {kind}`.") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"cannot read {p}: {exc}. Check the path and its permissions.") from exc
+    except ValueError as exc:
+        raise ReportError(f"{p} is not valid JSON ({exc}); regenerate it with `faceaudit {kind}`.") from exc
+    check(data, kind, required, str(p))
+    return data
+
+
+def check(data: Any, kind: str, required: Sequence[str], where: str = "report") -> None:
+    """Raise ReportError naming the key when `data` is not a `kind` report of a supported schema."""
+    if not isinstance(data, Mapping):
+        raise ReportError(f"{where}: expected a JSON object, got {type(data).__name__}.")
+    if data.get("kind") != kind:
+        raise ReportError(f"{where}: 'kind' is {data.get('kind')!r}, expected {kind!r}; use the matching command.")
+    version = str(data.get("schema_version", ""))
+    if version.split(".")[0] != SUPPORTED_MAJOR:
+        raise ReportError(
+            f"{where}: schema_version {version!r} is not supported (this faceaudit reads {SUPPORTED_MAJOR}.x); "
+            "regenerate the file or upgrade faceaudit."
+        )
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ReportError(f"{where}: missing key(s) {', '.join(missing)}; regenerate the file with faceaudit {kind}.")
+
+
+def ci_text(lo: Any, hi: Any) -> str:
+    if lo is None or hi is None:
+        return "–"
+    return f"{charts.fmt_num(lo)} to {charts.fmt_num(hi)}"
+
+
+def null_band(entries: Sequence[Mapping[str, Any] | None]) -> tuple[list[float | None], list[float | None]]:
+    """Grey reference band per point: from min(0, null) to the top of the permutation null."""
+    lo: list[float | None] = []
+    hi: list[float | None] = []
+    for e in entries:
+        top = None if e is None else null_top(e)
+        lo.append(None if top is None else min(0.0, top))
+        hi.append(None if top is None else max(0.0, top))
+    return lo, hi
+
+
+def normalized_ci(e: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """The 95% CI on the normalised scale: / H(Y) for a category, Linfoot's sqrt(1 - exp(-2 I)) for a number."""
+    lo, hi = e.get("ci_low"), e.get("ci_high")
+    if lo is None or hi is None:
+        return None, None
+    if e.get("kind") == "categorical":
+        h = e.get("entropy_y")
+        if not h:
+            return None, None
+        return min(1.0, max(0.0, lo / h)), min(1.0, max(0.0, hi / h))
+    return math.sqrt(1 - math.exp(-2 * max(0.0, lo))), math.sqrt(1 - math.exp(-2 * max(0.0, hi)))
+
+
+def detail_row(e: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        **extra,
+        "attribute": e["attribute"],
+        "mi": charts.fmt_num(e.get("mi")),
+        "ci": ci_text(e.get("ci_low"), e.get("ci_high")),
+        "null": charts.fmt_num(e.get("null_mi")),
+        "normalized": charts.fmt_num(e.get("normalized"), 2),
+        "n": e.get("n"),
+        "estimator": e.get("estimator"),
+        "kind": e.get("kind"),
+        "strength": strength(e),
+        "above_null": above_null(e),
+        "warnings": [str(w) for w in e.get("warnings") or ()],
+    }
+
+
+def kv(mapping: Mapping[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for k, v in mapping.items():
+        if isinstance(v, bool) or v is None:
+            s = "–" if v is None else str(v)
+        elif isinstance(v, float):
+            s = charts.fmt_num(v, 4)
+        elif isinstance(v, (list, tuple, Mapping)):
+            s = json.dumps(jsonable(v), ensure_ascii=False)
+        else:
+            s = str(v)
+        out.append((str(k), s))
+    return out
+
+
+def timings_rows(timings: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [(str(k), f"{v:.1f} s" if isinstance(v, (int, float)) and not isinstance(v, bool) else "–")
+            for k, v in timings.items()]
+
+
+def glossary_words() -> list[tuple[str, str]]:
+    return list(strength_words())
+
+
+# --------------------------------------------------------------------------- findings
+
+
+def trend_findings(report: Mapping[str, Any]) -> list[Finding]:
+    """The trend's main results in plain words, from the JSON alone (no new statistics)."""
+    out: list[Finding] = []
+    z = report["settings"].get("z", 1.96)
+    for t in report.get("trend") or ():
+        a, peak, mis = t["attribute"], t["peak"], t["mi"]
+        labels = [c["label"] for c in report["checkpoints"]]
+        first, last = labels[0], labels[-1]
+        shape = t["shape"]
+        text = f"{a} at layer {t['layer']} {_SHAPE_WORDS.get(shape, shape)}: {charts.fmt_num(mis[0], 2)} nats at {first}"
+        if shape == "rise-then-fall":
+            text += (f", a peak of {charts.fmt_num(mis[t['peak_index']], 2)} nats at {peak}, then "
+                     f"{charts.fmt_num(mis[-1], 2)} nats at {last} (a fall of {charts.fmt_num(t['fall']['delta'], 2)} "
+                     f"nats, beyond the combined uncertainty of ±{charts.fmt_num(t['fall']['threshold'], 2)}).")
+            sev = "medium" if a != "identity" else "info"
+        elif shape in ("rising", "falling"):
+            text += f" to {charts.fmt_num(mis[-1], 2)} nats at {last}"
+            if t["peak_index"] not in (0, len(mis) - 1):
+                text += f" (highest at {peak}: {charts.fmt_num(mis[t['peak_index']], 2)} nats)"
+            text += "."
+            sev = "low" if a != "identity" else "info"
+        else:
+            text += f", {charts.fmt_num(mis[-1], 2)} nats at {last}; highest at {peak} ({charts.fmt_num(mis[t['peak_index']], 2)} nats)."
+            sev = "info"
+        out.append(Finding(sev, "trend", text))
+    attrs = [t for t in report.get("trend") or () if t["attribute"] != "identity"]
+    if attrs:
+        labels = [c["label"] for c in report["checkpoints"]]
+        totals = [sum((t["normalized"][i] or 0.0) for t in attrs) for i in range(len(labels))]
+        best = min(range(len(labels)), key=lambda i: (totals[i], -i))
+        names = ", ".join(t["attribute"] for t in attrs)
+        out.append(Finding(
+            "info", "checkpoints",
+            f"{labels[best]} has the least attribute expressivity at layer {attrs[0]['layer']} "
+            f"(sum of normalised scores of {names}: {charts.fmt_num(totals[best], 2)}"
+            + (f"; {labels[-1]}: {charts.fmt_num(totals[-1], 2)}" if best != len(labels) - 1 else "")
+            + "). Weigh this against recognition accuracy before choosing a checkpoint.",
+        ))
+    n_warn = sum(1 for e in report["expressivity"] if e.get("warnings"))
+    if n_warn:
+        out.append(Finding("low", "estimation",
+                           f"{n_warn} of {len(report['expressivity'])} estimates carry warnings (see Warnings)."))
+    if not report.get("trend"):
+        out.append(Finding("info", "trend", f"No attribute could be followed across all checkpoints (z = {z})."))
+    return out
+
+
+def render_trend_findings(report: Mapping[str, Any]) -> list[str]:
+    """Findings as one line each, most important first (for the CLI)."""
+    order = {"high": 0, "medium": 1, "low": 2, "info": 3}
+    fs = sorted(trend_findings(report), key=lambda f: order.get(f.severity, 4))
+    return [f"{f.severity.upper()}: {f.text}" for f in fs]
+
+
+# --------------------------------------------------------------------------- view
+
+
+def build_trend_view(report: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything trend.html shows, pre-formatted (numbers as strings, charts as SVG markup)."""
+    check(report, "trend", REQUIRED)
+    labels = [str(c["label"]) for c in report["checkpoints"]]
+    focus = report["focus_layer"]
+    attrs = list(report["settings"]["attrs"])
+    layers = [l for l in sorted(report["layers"], key=lambda l: l["depth"])]
+    layer_keys = [l["key"] for l in layers]
+    index = {(e["checkpoint"], e["layer"], e["attribute"]): e for e in report["expressivity"]}
+    attrs = [a for a in attrs if any(k[2] == a for k in index)]
+
+    # (1) normalised scores of all attributes at the followed layer
+    series = []
+    for i, a in enumerate(attrs):
+        es = [index.get((lab, focus, a)) for lab in labels]
+        cis = [normalized_ci(e) if e else (None, None) for e in es]
+        series.append(charts.BandSeries(
+            name=a, y=[None if e is None else e.get("normalized") for e in es],
+            lo=[c[0] for c in cis], hi=[c[1] for c in cis], colour=SERIES_COLOURS[i % len(SERIES_COLOURS)],
+        ))
+    overview = charts.line_band_chart(
+        labels, series, y_label="normalised score (0–1)", width=max(520.0, 90.0 * len(labels) + 120),
+        title=f"Normalised expressivity of every attribute across checkpoints at layer {focus}, with 95% CI",
+    ) if series else None
+
+    # (2) one panel per attribute: MI with CI and the null band
+    panels = []
+    for a in attrs:
+        es = [index.get((lab, focus, a)) for lab in labels]
+        s = charts.BandSeries(
+            name=f"MI for {a}", y=[None if e is None else e.get("mi") for e in es],
+            lo=[None if e is None else e.get("ci_low") for e in es],
+            hi=[None if e is None else e.get("ci_high") for e in es],
+        )
+        panels.append({"attribute": a, "svg": charts.line_band_chart(
+            labels, [s], reference=null_band(es), reference_label="null baseline",
+            title=f"Expressivity of {a} across checkpoints at layer {focus} (nats), with 95% CI and the null band",
+        )})
+
+    # (3) layers x checkpoints per attribute
+    heatmaps = []
+    if len(layer_keys) > 1:
+        for a in attrs:
+            cells = []
+            for lk in layer_keys:
+                row = []
+                for lab in labels:
+                    e = index.get((lab, lk, a))
+                    if e is None:
+                        row.append(charts.HeatCell(None, "–", f"{lk} at {lab} × {a}: not estimated"))
+                        continue
+                    tip = (f"{a} at {lab}, layer {e.get('layer_name', lk)}: MI {charts.fmt_num(e.get('mi'))} nats "
+                           f"(95% CI {ci_text(e.get('ci_low'), e.get('ci_high'))}), null {charts.fmt_num(e.get('null_mi'))}, "
+                           f"normalised {charts.fmt_num(e.get('normalized'), 2)}; {strength(e)} encoded")
+                    row.append(charts.HeatCell(e.get("normalized"), charts.fmt_num(e.get("mi"), 2), tip,
+                                               marked=not above_null(e)))
+                cells.append(row)
+            heatmaps.append({"attribute": a, "svg": charts.heatmap(
+                layer_keys, labels, cells,
+                title=f"Expressivity of {a}: layers (rows, input to output) × checkpoints (columns); MI in nats, "
+                      "colour = normalised score",
+            )})
+
+    # (4) the trend table
+    trend_rows = []
+    for t in report.get("trend") or ():
+        trend_rows.append({
+            "attribute": t["attribute"],
+            "shape": _SHAPE_WORDS.get(t["shape"], t["shape"]),
+            "values": [charts.fmt_num(v, 2) for v in t["mi"]],
+            "peak": t["peak"],
+            "rise": _delta_text(t["rise"]),
+            "fall": _delta_text(t["fall"]),
+            "first_to_last": _delta_text(t["first_to_last"]),
+        })
+
+    rows = []
+    for a in attrs:
+        for lk in layer_keys:
+            for lab in labels:
+                e = index.get((lab, lk, a))
+                if e is not None:
+                    rows.append(detail_row(e, checkpoint=lab, layer=lk, layer_name=e.get("layer_name", lk)))
+
+    all_warnings = [("run", str(w)) for w in report.get("warnings") or ()]
+    for e in report["expressivity"]:
+        all_warnings += [(f"{e['checkpoint']} · {e['layer']} × {e['attribute']}", str(w)) for w in e.get("warnings") or ()]
+    data = report["data"]
+    ident = data.get("identity")
+    return {
+        "title": f"faceaudit trend: {len(labels)} checkpoints",
+        "demo": bool(report.get("demo")),
+        "created": report["created"],
+        "version": report["faceaudit_version"],
+        "schema_version": report["schema_version"],
+        "focus": focus,
+        "labels": labels,
+        "findings": [f.to_dict() for f in trend_findings(report)],
+        "overview": overview,
+        "panels": panels,
+        "heatmaps": heatmaps,
+        "trend_rows": trend_rows,
+        "rows": rows,
+        "warnings": all_warnings,
+        "matching": report.get("layer_matching", "name"),
+        "checkpoints": [
+            {"label": str(c["label"]), "path": str(c["path"]), "sha256": str(c.get("sha256") or "–"),
+             "backend": str(c.get("backend") or "–"), "final_layer": str(c.get("final_layer") or "–")}
+            for c in report["checkpoints"]
+        ],
+        "layers": [
+            {"key": l["key"], "depth": f"{l['depth']:.2f}", "final": bool(l.get("final")),
+             "names": [(lab, l["names"].get(lab, "–")) for lab in labels]}
+            for l in layers
+        ],
+        "same_names": all(len(set(l["names"].values())) == 1 for l in layers),
+        "data": kv({"manifest": data["manifest"], "images": data["n_images"], "used": data["n_used"],
+                    "failed": data["n_failed"]}),
+        "identity": kv(ident) if ident else [],
+        "attributes": list(data.get("attributes") or ()),
+        "failed": list(data.get("failed") or ()),
+        "settings": kv(report["settings"]),
+        "timings": timings_rows(report.get("timings") or {}),
+        "environment": kv({"faceaudit": report["faceaudit_version"], **dict(report.get("environment") or {})}),
+        "strength_words": glossary_words(),
+        "z": charts.fmt_num(report["settings"].get("z", 1.96)),
+    }
+
+
+def _delta_text(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {"delta": charts.fmt_num(d["delta"], 2), "threshold": charts.fmt_num(d["threshold"], 2),
+            "significant": bool(d["significant"])}
+
+
+REQUIRED = ("schema_version", "kind", "faceaudit_version", "created", "checkpoints", "data", "focus_layer",
+            "layers", "expressivity", "trend", "settings")
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def render_trend_html(report: Mapping[str, Any]) -> str:
+    """Render trend.html (inline CSS and SVG, no script, no network) from a trend report dictionary.
+
+    Deterministic: the same trend.json always gives the byte-identical HTML.
+    """
+    return environment().get_template(TREND_TEMPLATE).render(r=build_trend_view(report))
+
+
+def write_trend(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write trend.json and trend.html (rendered from that JSON text) atomically; returns (html, json) paths."""
+    text_json = dumps(report)
+    text_html = render_trend_html(json.loads(text_json))
+    return write_pair(text_json, text_html, out_dir, TREND_JSON, TREND_HTML)
+
+
+def load_trend(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a trend.json (a file or the folder holding it), e.g. to re-render it."""
+    return load_json(path, "trend", TREND_JSON, REQUIRED)
+
+
+__all__ = [
+    "TREND_HTML",
+    "TREND_JSON",
+    "build_trend_view",
+    "load_trend",
+    "render_trend_findings",
+    "render_trend_html",
+    "trend_findings",
+    "write_trend",
+]

@@ -1,0 +1,669 @@
+"""Expressivity across training checkpoints, to trend.html and trend.json.
+
+`run_trend(config)` is what `faceaudit trend` does: open every checkpoint,
+match their layers (by name when the checkpoints share an architecture, else
+by relative depth), extract features per checkpoint (cached under
+``OUT/cache/<label>``), estimate the expressivity of every checkpoint x layer
+x attribute in one batched job (keys ``"<label>/<layer>"``), summarise the
+trend of each attribute at one chosen layer (default: the final embedding)
+and write the report. As a face network trains, the expressivity of yaw, sex
+and age at its final layer first rises and then falls while identity keeps
+rising (Dhar et al., FG 2020); the report says where each attribute peaks and
+whether the later fall is larger than the combined uncertainty.
+
+The helpers shared with `faceaudit compare` (opening several models, matching
+their layers, extracting and estimating over all of them at once) live here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+import math
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceaudit import __version__
+from faceaudit.errors import InputError, ManifestError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1.0"
+#: z of the two-sided 95% rule used for every "beyond the uncertainty" statement.
+Z_95 = 1.96
+#: Below this median number of images per identity, identity expressivity gets a warning.
+MIN_MEDIAN_IMAGES_PER_IDENTITY = 5
+#: torch threads for critic training on CPU: the critics are tiny, so intra-op threads add only overhead, and on a
+#: busy machine they spin (measured 45 s with 2 threads vs 1.5 s with 1 for the same 12 critics on 2 shared cores).
+CRITIC_CPU_THREADS: int | None = 1
+#: Faster estimator settings used with `quick=True` (and by the demo's trend).
+QUICK_ESTIMATOR_OPTIONS: dict[str, Any] = {
+    "max_steps": 300, "min_steps": 50, "eval_every": 25, "patience": 3, "hidden": 32, "batch_size": 256,
+}
+#: Features are reduced to at most this many principal components with `quick=True`.
+QUICK_MAX_DIM = 16
+
+
+# --------------------------------------------------------------------------- config and outcome
+
+
+@dataclass(frozen=True)
+class TrendConfig:
+    """Everything one trend needs; mirrors the flags of `faceaudit trend`.
+
+    `checkpoints` are model files in training order; `labels` name them (default:
+    from the file names). `layer` is the layer followed across checkpoints
+    ("final" = the embedding output, or a layer name); `layers` picks the
+    layers of the layers x checkpoints view ("auto", names, globs, or "final"
+    for the followed layer only).
+    """
+
+    checkpoints: Sequence[Path]
+    manifest: Path
+    attrs: str | Sequence[str]
+    labels: Sequence[str] | None = None
+    layer: str = "final"
+    layers: str | Sequence[str] = "auto"
+    estimator: str = "mine"
+    identity_estimator: str = "entropy"
+    seeds: int | None = None
+    device: str = "auto"
+    out_dir: Path = Path("faceaudit-trend")
+    quick: bool = False
+    pooling: str = "avg"
+    batch_size: int = 64
+    align: bool = False
+    backend: str | None = None
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
+    cache_dir: Path | None = None
+    strict: bool = False
+    seed: int = 0
+    trust_pickle: bool = False
+    max_images: int | None = None
+    max_dim: int | None = None
+    estimator_options: Mapping[str, Any] = field(default_factory=dict)
+    z: float = Z_95
+    demo: bool = False
+    progress: bool | None = None
+
+    @property
+    def n_seeds(self) -> int:
+        return self.seeds if self.seeds is not None else (1 if self.quick else 3)
+
+
+@dataclass(frozen=True)
+class TrendOutcome:
+    """Where the trend report went, the result dictionary and its headline findings."""
+
+    html_path: Path
+    json_path: Path
+    report: Mapping[str, Any]
+    findings: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"html_path": str(self.html_path), "json_path": str(self.json_path), "findings": list(self.findings)}
+
+
+# --------------------------------------------------------------------------- shared helpers (trend + compare)
+
+
+@dataclass(frozen=True)
+class MatchedLayer:
+    """One layer row compared across models: its key in the report and the layer it is in each model."""
+
+    key: str
+    depth: float
+    names: dict[str, str]
+    depths: dict[str, float]
+    final: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "depth": self.depth, "names": dict(self.names), "depths": dict(self.depths),
+                "final": self.final}
+
+
+def model_labels(paths: Sequence[Path], labels: Sequence[str] | str | None, what: str = "checkpoint") -> list[str]:
+    """Labels for the model files: the given ones, else the file names (with the folder where names repeat).
+
+    Why: the report and the estimate keys name each model; labels must be
+    unique and as short as a reader can follow.
+    """
+    if isinstance(labels, str):
+        labels = [s.strip() for s in labels.split(",")]
+    if labels:
+        out = [str(s).strip() for s in labels]
+        if len(out) != len(paths):
+            raise InputError(
+                f"--labels gives {len(out)} label(s) for {len(paths)} {what}s; give one label per {what}, "
+                "comma separated, in the same order (e.g. --labels 0,25k,50k)."
+            )
+        if any(not s for s in out):
+            raise InputError(f"--labels has an empty label; give every {what} a name.")
+    else:
+        out = [Path(p).stem for p in paths]
+        if len(set(out)) < len(out):
+            out = [f"{Path(p).parent.name}/{Path(p).stem}" if Path(p).parent.name else Path(p).stem for p in paths]
+    dup = sorted({s for s in out if out.count(s) > 1})
+    if dup:
+        raise InputError(
+            f"The {what} label(s) {', '.join(map(repr, dup))} repeat; each {what} needs its own label. "
+            "Pass --labels with one distinct label per model file."
+        )
+    return out
+
+
+def open_models(paths: Sequence[Path], labels: Sequence[str], *, backend: str | None,
+                backend_options: Mapping[str, Any], trust_pickle: bool) -> list[Any]:
+    """Open every model file (in order), failing before any long work if one cannot be opened."""
+    from faceaudit.backends import open_model
+
+    if not paths:
+        raise InputError("No model files given; pass at least one checkpoint or model.")
+    options = dict(backend_options)
+    if trust_pickle:
+        options["trust_pickle"] = True
+    return [open_model(p, backend=backend, **options) for p in paths]
+
+
+def _same_architecture(models: Sequence[Any]) -> bool:
+    first = [(l.name, tuple(l.shape) if l.shape is not None else None) for l in models[0].layers()]
+    return all([(l.name, tuple(l.shape) if l.shape is not None else None) for l in m.layers()] == first
+               for m in models[1:])
+
+
+def match_layers(models: Sequence[Any], labels: Sequence[str], spec: str | Sequence[str],
+                 *, extra: Sequence[str] = ()) -> tuple[list[MatchedLayer], str]:
+    """Resolve `spec` (+ `extra` specs) on the first model and find the same layers in the others.
+
+    Why: a trend or a comparison puts the same layer of several models side by
+    side. Models that share an architecture (identical layer names and shapes)
+    are matched by name; otherwise by relative depth (0 = input, 1 = final, from
+    `layer_table`): the input to the input, the final embedding to the final
+    embedding, and every other layer to the layer of the same kind (else any
+    kind) at the nearest depth. Returns the rows in depth order and the method
+    ("name" or "depth").
+    """
+    from faceaudit.backends import layer_table, select_layers
+
+    ref = models[0]
+    names = list(select_layers(ref, spec))
+    for s in extra:
+        names += [n for n in select_layers(ref, s) if n not in names]
+    ref_table = {r["name"]: r for r in layer_table(ref)}
+    order = [l.name for l in ref.layers()]
+    names = sorted(set(names), key=order.index)
+    if _same_architecture(models):
+        rows = [
+            MatchedLayer(n, float(ref_table[n]["depth"]), {lab: n for lab in labels},
+                         {lab: float(ref_table[n]["depth"]) for lab in labels}, final=(n == ref.final_layer))
+            for n in names
+        ]
+        return rows, "name"
+    tables = [layer_table(m) for m in models]
+    rows = []
+    for n in names:
+        r = ref_table[n]
+        is_final = n == ref.final_layer
+        is_input = order.index(n) == 0
+        picked: dict[str, str] = {}
+        depths: dict[str, float] = {}
+        for lab, m, table in zip(labels, models, tables):
+            if is_final:
+                hit = next(t for t in table if t["name"] == m.final_layer)
+            elif is_input:
+                hit = table[0]
+            else:
+                pool = [t for t in table[1:] if t["kind"] == r["kind"] and t["name"] != m.final_layer]
+                pool = pool or [t for t in table[1:] if t["name"] != m.final_layer] or table
+                hit = min(pool, key=lambda t: (abs(float(t["depth"]) - float(r["depth"])), t["depth"]))
+            picked[lab] = hit["name"]
+            depths[lab] = float(hit["depth"])
+        key = "final" if is_final else ("input" if is_input else f"depth {float(r['depth']):.2f}")
+        if any(row.key == key for row in rows):
+            key = f"depth {float(r['depth']):.4f} ({n})"
+        rows.append(MatchedLayer(key, float(r["depth"]), picked, depths, final=is_final))
+    return rows, "depth"
+
+
+def _safe_dir(i: int, label: str) -> str:
+    return f"{i:02d}_" + (re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "model")[:60]
+
+
+def extract_all(models: Sequence[Any], labels: Sequence[str], layer_rows: Sequence[MatchedLayer],
+                paths: Sequence[Path], *, landmarks: np.ndarray | None, pooling: str, batch_size: int,
+                cache_root: Path, strict: bool, progress: bool | None
+                ) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray, list[tuple[str, str]], dict[str, Any]]:
+    """Features of the matched layers for every model, on the rows every model could read.
+
+    Why: critics of different models are compared on the same images, so rows
+    are the intersection of each model's readable images. Each model's features
+    are cached in its own folder under `cache_root`. Returns
+    ({label: {layer key: (n_used, dim)}}, ok mask over `paths`, failures, info).
+    """
+    from faceaudit.features import extract_features
+
+    sets = []
+    for i, (lab, m) in enumerate(zip(labels, models)):
+        names = list(dict.fromkeys(row.names[lab] for row in layer_rows))
+        log.info("extracting %d layer(s) of %s", len(names), lab)
+        fs = extract_features(
+            m, paths, names, landmarks=landmarks, pooling=pooling, batch_size=batch_size,
+            cache_dir=cache_root / _safe_dir(i, lab), strict=strict, progress=progress,
+        )
+        sets.append(fs)
+    ok = np.ones(len(paths), dtype=bool)
+    for fs in sets:
+        ok &= np.asarray(fs.ok, dtype=bool)
+    failed: dict[str, str] = {}
+    for fs in sets:
+        for p, reason in fs.failed:
+            failed.setdefault(p, reason)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    info: dict[str, Any] = {"cached_batches": {}, "computed_batches": {}}
+    for lab, fs in zip(labels, sets):
+        keep = ok[np.asarray(fs.ok, dtype=bool)]
+        out[lab] = {row.key: np.asarray(fs.features[row.names[lab]])[keep] for row in layer_rows}
+        info["cached_batches"][lab] = fs.n_cached_batches
+        info["computed_batches"][lab] = fs.n_computed_batches
+    return out, ok, sorted(failed.items()), info
+
+
+def identity_attribute(values: np.ndarray, warnings: list[str]) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """Identity labels ready for estimation: identities with one image dropped; a warning when too few per person.
+
+    Why: identity is a categorical attribute with many classes; a class seen
+    once cannot be both trained on and tested, and with few images per person
+    the classifier-based estimate is a loose lower bound.
+    """
+    vals = np.array([None if v is None or (isinstance(v, float) and math.isnan(v)) or str(v) == "" else str(v)
+                     for v in values], dtype=object)
+    present = [v for v in vals if v is not None]
+    if not present:
+        warnings.append("identity expressivity skipped: no row has an identity label.")
+        return None
+    ids, counts = np.unique(np.asarray(present, dtype=str), return_counts=True)
+    single = set(ids[counts < 2].tolist())
+    if single:
+        vals = np.array([None if v in single else v for v in vals], dtype=object)
+        warnings.append(
+            f"identity expressivity: {len(single)} identities with a single image were left out "
+            "(a person seen once cannot be both learnt and tested)."
+        )
+    kept = counts[counts >= 2]
+    if len(kept) < 2 or kept.sum() < 20:
+        warnings.append(
+            f"identity expressivity skipped: only {len(kept)} identities with two or more images "
+            f"({int(kept.sum())} images); add more images per person."
+        )
+        return None
+    median = float(np.median(kept))
+    if median < MIN_MEDIAN_IMAGES_PER_IDENTITY:
+        warnings.append(
+            f"identity expressivity rests on a median of {median:g} images per identity (fewer than "
+            f"{MIN_MEDIAN_IMAGES_PER_IDENTITY}): the classifier sees too few examples of each person, so the estimate "
+            "is a loose lower bound; compare it across checkpoints or models, not with H(identity)."
+        )
+    return vals, {"n_identities": int(len(kept)), "median_images_per_identity": median,
+                  "n_single_dropped": len(single)}
+
+
+def estimate_all(features: Mapping[str, Mapping[str, np.ndarray]], attributes: Mapping[str, tuple[np.ndarray, str]],
+                 *, identity: np.ndarray | None, estimator: str, identity_estimator: str, seeds: int,
+                 device: str, seed: int, max_dim: int | None, options: Mapping[str, Any],
+                 progress: bool | None) -> dict[tuple[str, str, str], Any]:
+    """Expressivity of every model x layer x attribute: one batched `estimate_many` call per estimator.
+
+    Why: all critics of a trend or comparison train together as one stack
+    (keys "<label>/<layer>"); identity, a categorical attribute with many
+    classes, is estimated with `identity_estimator` (default "entropy":
+    H(Y) - H(Y|X) from a classifier), in the same call when the estimators agree.
+    Returns {(label, layer key, attribute): ExpressivityResult}.
+    """
+    from faceaudit.expressivity import estimate_many
+
+    keys: dict[str, tuple[str, str]] = {}
+    flat: dict[str, np.ndarray] = {}
+    for lab, layers in features.items():
+        for lkey, arr in layers.items():
+            k = f"{lab}/{lkey}"
+            keys[k] = (lab, lkey)
+            flat[k] = arr
+    kw: dict[str, Any] = {"seeds": seeds, "device": device, "seed": seed, "progress": progress, **options}
+    if max_dim is not None:
+        kw["max_dim"] = max_dim
+    calls: list[tuple[str, dict[str, tuple[np.ndarray, str]]]] = []
+    main = dict(attributes)
+    if identity is not None:
+        if identity_estimator == estimator:
+            main["identity"] = (identity, "categorical")
+        else:
+            calls.append((identity_estimator, {"identity": (identity, "categorical")}))
+    if main:
+        calls.insert(0, (estimator, main))
+    out: dict[tuple[str, str, str], Any] = {}
+    for est, attrs in calls:
+        with _cpu_threads(device, CRITIC_CPU_THREADS):
+            res = estimate_many(flat, attrs, estimator=est, **kw)
+        for (k, a), r in res.items():
+            lab, lkey = keys[k]
+            out[(lab, lkey, a)] = r
+    return out
+
+
+@contextlib.contextmanager
+def _cpu_threads(device: str, n: int | None) -> Iterator[None]:
+    """Run critic training on CPU with `n` torch threads, restoring the previous setting afterwards."""
+    import torch
+
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    before = torch.get_num_threads()
+    if not on_cpu or n is None or n >= before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def entry_se(e: Mapping[str, Any], z: float = Z_95) -> float:
+    """Standard error (nats) of one expressivity entry: its `se`, else half its 95% CI width / 1.96."""
+    se = e.get("se")
+    if isinstance(se, (int, float)) and not isinstance(se, bool) and math.isfinite(se):
+        return float(se)
+    lo, hi = e.get("ci_low"), e.get("ci_high")
+    if lo is None or hi is None:
+        return 0.0
+    return max(float(hi) - float(lo), 0.0) / (2 * Z_95)
+
+
+def difference(a: Mapping[str, Any], b: Mapping[str, Any], z: float = Z_95) -> dict[str, Any]:
+    """b - a in nats and whether it exceeds the combined uncertainty: |delta| > z * sqrt(se_a^2 + se_b^2)."""
+    va, vb = float(a.get("mi") or 0.0), float(b.get("mi") or 0.0)
+    se = math.sqrt(entry_se(a) ** 2 + entry_se(b) ** 2)
+    delta = vb - va
+    return {"delta": delta, "se": se, "threshold": z * se, "significant": bool(abs(delta) > z * se)}
+
+
+def environment() -> dict[str, str]:
+    """Versions of the libraries behind the numbers (same as the audit report's)."""
+    from faceaudit.audit import environment_versions
+
+    return environment_versions()
+
+
+def created_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def prepare_inputs(config: Any, out_dir: Path) -> tuple[Any, np.ndarray, list[Path], np.ndarray | None, list[str]]:
+    """Load the manifest, pick the rows (quick / max_images) and the landmarks; shared by trend and compare."""
+    from faceaudit.audit import choose_rows
+    from faceaudit.data import load_manifest
+
+    warnings: list[str] = []
+    manifest = load_manifest(config.manifest, config.attrs)
+    rows = choose_rows(len(manifest), config)
+    if len(rows) < len(manifest):
+        warnings.append(f"Used a random subset of {len(rows)} of {len(manifest)} images (seed {config.seed}).")
+    landmarks = None
+    if config.align:
+        if manifest.landmarks is None:
+            raise ManifestError(
+                f"--align needs landmark columns lm_x1, lm_y1, ..., lm_x5, lm_y5 in {config.manifest}; "
+                "add them or drop --align."
+            )
+        landmarks = manifest.landmarks[rows]
+    return manifest, rows, [manifest.paths[i] for i in rows], landmarks, warnings
+
+
+def attribute_inputs(manifest: Any, used: np.ndarray, warnings: list[str]
+                     ) -> tuple[dict[str, tuple[np.ndarray, str]], np.ndarray | None, dict[str, Any] | None]:
+    """The attributes to estimate (identity separately, prepared by `identity_attribute`)."""
+    attrs: dict[str, tuple[np.ndarray, str]] = {}
+    identity = None
+    id_info = None
+    for name, attr in manifest.attributes.items():
+        if name == "identity":
+            got = identity_attribute(attr.values[used], warnings)
+            if got is not None:
+                identity, id_info = got
+            continue
+        attrs[name] = (attr.values[used], attr.kind)
+    return attrs, identity, id_info
+
+
+def estimator_settings(config: Any) -> tuple[dict[str, Any], int | None]:
+    """Estimator options and max_dim in effect (quick presets, then the user's options on top)."""
+    options: dict[str, Any] = dict(QUICK_ESTIMATOR_OPTIONS) if config.quick else {}
+    options.update(dict(config.estimator_options))
+    max_dim = config.max_dim if config.max_dim is not None else (QUICK_MAX_DIM if config.quick else None)
+    return options, max_dim
+
+
+def input_dict(spec: Any) -> dict[str, Any]:
+    from faceaudit.audit import input_spec_dict
+
+    return input_spec_dict(spec)
+
+
+def attribute_summaries(manifest: Any, used: np.ndarray) -> list[dict[str, Any]]:
+    from faceaudit.audit import attribute_summary
+
+    return [attribute_summary(a, used) for a in manifest.attributes.values()]
+
+
+# --------------------------------------------------------------------------- trend summary
+
+
+def _shape(values: Sequence[Mapping[str, Any]], z: float) -> dict[str, Any]:
+    """Where an attribute peaks across checkpoints and whether the rise and the fall exceed the uncertainty."""
+    mis = [float(e.get("mi") or 0.0) for e in values]
+    peak = int(np.argmax(mis))
+    rise = difference(values[0], values[peak], z)
+    fall = difference(values[-1], values[peak], z)  # peak - last
+    overall = difference(values[0], values[-1], z)
+    up = rise["significant"] and rise["delta"] > 0
+    down = fall["significant"] and fall["delta"] > 0
+    if up and down:
+        shape = "rise-then-fall"
+    elif up:
+        shape = "rising"
+    elif down or (overall["significant"] and overall["delta"] < 0):
+        shape = "falling"
+    else:
+        shape = "flat"
+    return {"peak_index": peak, "rise": rise, "fall": fall, "first_to_last": overall, "shape": shape}
+
+
+def summarize_trend(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per attribute, at the followed layer: values per checkpoint, the peak, the rise and the fall.
+
+    Why: a reader picks a checkpoint, or checks whether mitigation removed an
+    attribute, from exactly these numbers. A rise (first checkpoint to peak) or
+    a fall (peak to last checkpoint) counts when it exceeds
+    z * sqrt(se_1^2 + se_2^2) (z = settings.z, 1.96 by default).
+    """
+    z = float(report["settings"].get("z", Z_95))
+    labels = [c["label"] for c in report["checkpoints"]]
+    focus = report["focus_layer"]
+    index = {(e["checkpoint"], e["layer"], e["attribute"]): e for e in report["expressivity"]}
+    out = []
+    for a in report["settings"]["attrs"]:
+        vals = [index.get((lab, focus, a)) for lab in labels]
+        if any(v is None for v in vals):
+            continue
+        s = _shape(vals, z)
+        out.append({
+            "attribute": a,
+            "layer": focus,
+            "mi": [v["mi"] for v in vals],
+            "ci_low": [v["ci_low"] for v in vals],
+            "ci_high": [v["ci_high"] for v in vals],
+            "normalized": [v["normalized"] for v in vals],
+            "peak": labels[s["peak_index"]],
+            **s,
+        })
+    return out
+
+
+# --------------------------------------------------------------------------- run_trend
+
+
+def run_trend(config: TrendConfig) -> TrendOutcome:
+    """Estimate expressivity across training checkpoints; write trend.html + trend.json into `config.out_dir`.
+
+    The library twin of `faceaudit trend`; raises `FaceAuditError` subclasses
+    for problems with the inputs before any long work where it can.
+    """
+    from faceaudit.audit import check_out_dir
+    from faceaudit.backends import select_layers
+    from faceaudit.report.trend_render import render_trend_findings, write_trend
+
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    out_dir = Path(config.out_dir)
+    check_out_dir(out_dir)
+    ckpts = [Path(p) for p in config.checkpoints]
+    if len(ckpts) < 2:
+        raise InputError(f"A trend needs at least two checkpoints; got {len(ckpts)}. Pass them in training order.")
+    labels = model_labels(ckpts, config.labels, "checkpoint")
+    manifest, rows, paths, landmarks, warnings = prepare_inputs(config, out_dir)
+    models = open_models(ckpts, labels, backend=config.backend, backend_options=config.backend_options,
+                         trust_pickle=config.trust_pickle)
+    focus_names = select_layers(models[0], config.layer)
+    if len(focus_names) != 1:
+        raise InputError(
+            f"--layer {config.layer!r} names {len(focus_names)} layers of {ckpts[0].name}; name exactly one "
+            "(or use 'final' for the embedding)."
+        )
+    layer_rows, method = match_layers(models, labels, config.layers, extra=[focus_names[0]])
+    focus = next(r.key for r in layer_rows if r.names[labels[0]] == focus_names[0])
+    if method == "depth":
+        warnings.append(
+            "The checkpoints do not share one architecture (layer names or shapes differ), so layers were matched "
+            "by relative depth; the layer rows name the layer used in each checkpoint."
+        )
+    timings["load_s"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    cache_root = Path(config.cache_dir) if config.cache_dir else out_dir / "cache"
+    feats, ok, failed, info = extract_all(
+        models, labels, layer_rows, paths, landmarks=landmarks, pooling=config.pooling,
+        batch_size=config.batch_size, cache_root=cache_root, strict=config.strict, progress=config.progress,
+    )
+    timings["features_s"] = time.perf_counter() - t
+    used = rows[ok]
+    if len(used) < 20:
+        raise InputError(
+            f"Only {len(used)} of {len(rows)} images in {config.manifest} could be read by every checkpoint; "
+            "check the `path` column and the image files."
+        )
+    if failed:
+        warnings.append(f"{len(failed)} images could not be read by every checkpoint and were skipped.")
+
+    t = time.perf_counter()
+    attrs, identity, id_info = attribute_inputs(manifest, used, warnings)
+    options, max_dim = estimator_settings(config)
+    results = estimate_all(
+        feats, attrs, identity=identity, estimator=config.estimator, identity_estimator=config.identity_estimator,
+        seeds=config.n_seeds, device=config.device, seed=config.seed, max_dim=max_dim, options=options,
+        progress=config.progress,
+    )
+    timings["expressivity_s"] = time.perf_counter() - t
+
+    attr_names = [a for a in manifest.attributes if a != "identity" or identity is not None]
+    row_by_key = {r.key: r for r in layer_rows}
+    expressivity = [
+        {"checkpoint": lab, "layer": lkey, "layer_name": row_by_key[lkey].names[lab], "attribute": a, **r.to_dict()}
+        for (lab, lkey, a), r in sorted(
+            results.items(),
+            key=lambda kv: (attr_names.index(kv[0][2]), row_by_key[kv[0][1]].depth, labels.index(kv[0][0])),
+        )
+    ]
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "trend",
+        "faceaudit_version": __version__,
+        "created": created_now(),
+        "demo": config.demo,
+        "checkpoints": [
+            {"label": lab, "index": i, "path": str(p), "sha256": m.sha256, "backend": m.backend_name,
+             "final_layer": m.final_layer, "input": input_dict(m.input_spec)}
+            for i, (lab, p, m) in enumerate(zip(labels, ckpts, models))
+        ],
+        "data": {
+            "manifest": str(config.manifest),
+            "n_images": len(manifest),
+            "n_used": int(len(used)),
+            "n_failed": len(failed),
+            "failed": [{"path": str(p), "reason": r} for p, r in failed[:20]],
+            "attributes": attribute_summaries(manifest, used),
+            "identity": id_info,
+        },
+        "layer_matching": method,
+        "focus_layer": focus,
+        "layers": [r.to_dict() for r in sorted(layer_rows, key=lambda r: r.depth)],
+        "expressivity": expressivity,
+        "trend": [],
+        "warnings": warnings + list(getattr(manifest, "warnings", []) or []),
+        "timings": timings,
+        "settings": {
+            "attrs": attr_names,
+            "layer": config.layer,
+            "layers_spec": config.layers if isinstance(config.layers, str) else ",".join(config.layers),
+            "estimator": config.estimator,
+            "identity_estimator": config.identity_estimator if identity is not None else None,
+            "estimator_options": {k: v for k, v in options.items()},
+            "max_dim": max_dim,
+            "seeds": config.n_seeds,
+            "device": config.device,
+            "pooling": config.pooling,
+            "seed": config.seed,
+            "quick": config.quick,
+            "align": config.align,
+            "z": config.z,
+            "rule": "a rise or fall counts when |difference| > z * sqrt(se_1^2 + se_2^2) (se from each estimate)",
+        },
+        "environment": environment(),
+    }
+    report["trend"] = summarize_trend(report)
+    timings["total_s"] = time.perf_counter() - t0
+    html_path, json_path = write_trend(report, out_dir)
+    return TrendOutcome(html_path, json_path, report, render_trend_findings(report))
+
+
+def run_demo_trend(out_dir: Path, assets: Any, *, seed: int = 0, progress: bool | None = None) -> TrendOutcome:
+    """Audit the demo's training checkpoints: the paper's experiment in miniature, kept cheap.
+
+    Follows age, sex and yaw at the final embedding across `assets.checkpoints`
+    (from random initialisation to the trained network) with one seed and the
+    quick estimator settings; writes trend.html + trend.json into `out_dir`.
+    """
+    config = TrendConfig(
+        checkpoints=[p for _, p in assets.checkpoints], labels=[lab for lab, _ in assets.checkpoints],
+        manifest=assets.manifest, attrs="age,sex,yaw", layer="final", layers="final",
+        estimator="entropy", seeds=1, quick=True, out_dir=Path(out_dir), seed=seed, demo=True,
+        progress=progress, estimator_options={"max_steps": 200},
+    )
+    return run_trend(config)
+
+
+__all__ = [
+    "MatchedLayer",
+    "TrendConfig",
+    "TrendOutcome",
+    "match_layers",
+    "model_labels",
+    "run_demo_trend",
+    "run_trend",
+    "summarize_trend",
+]
