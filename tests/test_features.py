@@ -94,7 +94,7 @@ def test_cache_resumes_after_interruption(tmp_path: Path, images: list[Path]) ->
     with pytest.raises(Interrupt):
         extract_features(model, images, layers, batch_size=5, cache_dir=cache, progress=False, on_batch=stop_after_two)
     shard_dir = next(cache.iterdir())
-    shards = sorted(shard_dir.glob("shard_*.npz"))
+    shards = sorted(shard_dir.glob("shard_*.parquet"))
     assert len(shards) == 3  # batches 0, 1, 2 finished before the interruption
     assert not list(shard_dir.glob(".*.tmp"))  # no half-written files
     before = {p.name: p.stat().st_mtime_ns for p in shards}
@@ -104,7 +104,7 @@ def test_cache_resumes_after_interruption(tmp_path: Path, images: list[Path]) ->
                                on_batch=lambda b, n: computed.append(b))
     assert computed == [3, 4]  # only the missing batches
     assert resumed.n_cached_batches == 3 and resumed.n_computed_batches == 2
-    assert {p.name: p.stat().st_mtime_ns for p in sorted(shard_dir.glob("shard_*.npz")) if p.name in before} == before
+    assert {p.name: p.stat().st_mtime_ns for p in sorted(shard_dir.glob("shard_*.parquet")) if p.name in before} == before
     for k in full.features:
         np.testing.assert_array_equal(resumed.features[k], full.features[k])
 

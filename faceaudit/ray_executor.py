@@ -1,0 +1,279 @@
+"""Feature extraction on a Ray cluster: Ray Data batch inference over shards of the image list.
+
+`faceaudit.features.extract_features(..., executor="ray")` hands the shards
+it still needs to `run_shards`. Each shard (``batch_size`` consecutive rows:
+row_id, path, landmarks) is one row of a Ray Dataset; ``map_batches`` sends
+it to an actor (`ShardWorker`) that opened the model once, decodes and
+preprocesses the images with the same code as the local executor, runs the
+same single model call on the same batch and returns the shard as an Arrow
+table. The driver writes each shard to the cache as it arrives, so the result
+is bit-identical to a local run and an interrupted run resumes per shard.
+
+A shard, not an image, is the unit of work on purpose: a model's output for
+an image can depend on the batch it is computed in (kernel choice by batch
+size), and one shard per model call keeps both executors' numbers identical.
+
+Only the driver writes the cache, so the cache folder need not be shared with
+the workers; every worker must reach the model file and the images at the
+same paths. Ray is imported only here, and only when this executor runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Generator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from faceaudit.backends import Backend, open_model
+from faceaudit.data.preprocess import PreprocessSpec
+from faceaudit import errors
+from faceaudit.errors import FaceAuditError, InputError, ModelError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+#: One shard to compute: (shard index, row ids, paths, landmarks (k, 5, 2) or None).
+ShardJob = tuple[int, Sequence[int], Sequence[str], "np.ndarray | None"]
+
+#: At most this many Ray blocks (shards are grouped beyond it).
+MAX_BLOCKS = 20_000
+
+
+def import_ray() -> Any:
+    """Import ray, or explain how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise InputError(
+            "executor='ray' needs Ray Data, which is not installed: pip install 'faceaudit[ray]' "
+            "(or pip install 'ray[data]'), on the driver and on every worker."
+        ) from exc
+    return ray
+
+
+class ShardWorker:
+    """Ray Data actor: opens the model once, turns shard rows into shard tables (Arrow IPC bytes)."""
+
+    def __init__(
+        self, model_path: str, backend: str, options: Mapping[str, Any], sha256: str, layers: Sequence[str],
+        pooling: str, spec: PreprocessSpec, dims: Sequence[int], threads: int,
+    ) -> None:
+        self.host = socket.gethostname()
+        # An error raised here would reach the driver only as text (ActorDiedError); keep it and report it
+        # from the first call, as data (see __call__).
+        self.init_error: FaceAuditError | None = None
+        try:
+            self.model = open_model(model_path, backend=backend, **dict(options))
+        except ModelError as exc:
+            self.init_error = ModelError(
+                f"A Ray worker on {self.host} cannot open the model: {exc} Every worker needs faceaudit installed "
+                f"and the model file at the same path ({model_path}), e.g. on shared storage."
+            )
+        except FaceAuditError as exc:
+            self.init_error = exc
+        else:
+            if self.model.sha256 != sha256:
+                self.init_error = ModelError(
+                    f"The model file {model_path} on the Ray worker {self.host} differs from the driver's "
+                    f"(SHA-256 {self.model.sha256[:12]} vs {sha256[:12]}). Copy the same file to every worker."
+                )
+        self.layers, self.pooling, self.spec, self.dims = list(layers), pooling, spec, list(dims)
+        self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="faceaudit-decode")
+
+    def __call__(self, batch: "pa.Table") -> "pa.Table":
+        import pyarrow as pa
+
+        try:
+            if self.init_error is not None:
+                raise self.init_error
+            out = [self._shard(rec) for rec in batch.to_pylist()]
+            fatal = ""
+        except FaceAuditError as exc:
+            # Ray re-raises a worker's exception as its own type with the original only as text; send the
+            # error as data so that the driver raises the same faceaudit error class a local run would.
+            out, fatal = [(-1, b"", 0.0, 0.0)], f"{type(exc).__name__}\t{exc}"
+        return pa.table({
+            "shard": pa.array([o[0] for o in out], pa.int64()),
+            "ipc": pa.array([o[1] for o in out], pa.large_binary()),
+            "decode_s": pa.array([o[2] for o in out], pa.float64()),
+            "model_s": pa.array([o[3] for o in out], pa.float64()),
+            "host": pa.array([self.host] * len(out), pa.string()),
+            "fatal": pa.array([fatal] * len(out), pa.string()),
+        })
+
+    def _shard(self, rec: Mapping[str, Any]) -> tuple[int, bytes, float, float]:
+        """Decode, preprocess and run one shard; its table as Arrow IPC bytes, and the seconds spent."""
+        import pyarrow as pa
+
+        from faceaudit.features import _load_one, _row_landmarks, shard_table
+
+        paths = list(rec["path"])
+        lms = None if rec["landmarks"] is None else np.asarray(rec["landmarks"], np.float64).reshape(-1, 5, 2)
+        t = time.perf_counter()
+        futs = [self.pool.submit(_load_one, p, _row_landmarks(lms, j), self.spec) for j, p in enumerate(paths)]
+        arrays, ok, errors = [], np.zeros(len(paths), dtype=bool), []
+        for j, f in enumerate(futs):
+            try:
+                arrays.append(f.result())
+                ok[j] = True
+                errors.append("")
+            except InputError as exc:
+                errors.append(str(exc))
+        t1 = time.perf_counter()
+        feats = self.model.extract(np.stack(arrays), self.layers, pooling=self.pooling) if arrays else None
+        t2 = time.perf_counter()
+        table = shard_table(rec["row_id"], paths, ok, errors, feats, self.layers, self.dims)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return int(rec["shard"]), sink.getvalue().to_pybytes(), t1 - t, t2 - t1
+
+
+def plan_actors(
+    resources: Mapping[str, float], n_shards: int, actors: int | None, cpus_per_actor: float | None
+) -> dict[str, Any]:
+    """Actor count and resources: one actor per GPU when the cluster has GPUs, else one per `cpus_per_actor` CPUs.
+
+    Why: a model replica per GPU keeps every GPU busy; on CPUs, actors x
+    threads per actor = cores avoids oversubscription.
+    """
+    cpus = float(resources.get("CPU", 0.0))
+    gpus = int(resources.get("GPU", 0.0))
+    if actors is not None and actors < 1:
+        raise InputError(f"ray_actors must be at least 1, got {actors}.")
+    if cpus_per_actor is not None and cpus_per_actor <= 0:
+        raise InputError(f"ray_cpus_per_actor must be positive, got {cpus_per_actor}.")
+    if gpus >= 1:
+        n = actors or gpus
+        cpa = cpus_per_actor or max(1.0, float(min(8, int(cpus // n))))
+        gpa = 1.0 if n <= gpus else gpus / n
+    else:
+        cpa = cpus_per_actor or 1.0
+        n = actors or max(1, int(cpus // cpa))
+        gpa = 0.0
+    n = max(1, min(n, n_shards))
+    if n * cpa > cpus + 1e-9:
+        raise InputError(
+            f"{n} Ray actors x {cpa:g} CPUs need {n * cpa:g} CPUs, but the cluster has {cpus:g}. "
+            "Lower ray_actors (--ray-actors) or ray_cpus_per_actor."
+        )
+    return {"actors": n, "cpus_per_actor": cpa, "gpus_per_actor": gpa, "threads_per_actor": max(1, int(cpa)),
+            "cluster_cpus": cpus, "cluster_gpus": gpus}
+
+
+class RayShardRun:
+    """Iterate (shard index, shard table) as the cluster finishes them; `summary()` afterwards."""
+
+    def __init__(
+        self, model: Backend, jobs: Sequence[ShardJob], layers: Sequence[str], pooling: str, spec: PreprocessSpec,
+        dims: Sequence[int], *, address: str | None, actors: int | None, cpus_per_actor: float | None,
+        progress: bool | None,
+    ) -> None:
+        self.model, self.jobs, self.layers, self.pooling = model, list(jobs), list(layers), pooling
+        self.spec, self.dims, self.address = spec, list(dims), address
+        self.actors, self.cpus_per_actor, self.progress = actors, cpus_per_actor, progress
+        self.plan: dict[str, Any] = {}
+        self.decode_s = 0.0
+        self.model_s = 0.0
+        self.hosts: set[str] = set()
+        self.n_done = 0
+
+    def summary(self) -> dict[str, Any]:
+        """How the run was laid out and where time went (seconds summed over shards)."""
+        return {"ray": {**self.plan, "address": self.address, "hosts": sorted(self.hosts), "shards": self.n_done},
+                "decode_s": self.decode_s, "model_s": self.model_s}
+
+    def __iter__(self) -> Generator[tuple[int, "pa.Table"], None, None]:
+        import pyarrow as pa
+
+        ray = import_ray()
+        started = False
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = self.address or "a new local instance"
+                raise InputError(
+                    f"Cannot start or reach the Ray cluster at {where} ({exc}). Start one with `ray start --head` "
+                    "and pass its address (e.g. 10.0.0.5:6379, or 'auto' on a cluster node)."
+                ) from exc
+            started = True
+        elif self.address:
+            log.info("Ray is already initialised in this process; using it (address %s not used).", self.address)
+        ctx = ray.data.DataContext.get_current()
+        saved = {k: getattr(ctx, k) for k in ("enable_progress_bars", "print_on_execution_start") if hasattr(ctx, k)}
+        batches = None
+        try:
+            for k in saved:  # faceaudit's own bar (the driver's) is the one progress display
+                setattr(ctx, k, False)
+            self.plan = plan_actors(ray.cluster_resources(), len(self.jobs), self.actors, self.cpus_per_actor)
+            options = dict(self.model.options)
+            if self.model.backend_name == "onnx" and not self.plan["gpus_per_actor"]:
+                options.setdefault("intra_op_threads", self.plan["threads_per_actor"])
+            items = [
+                {"shard": int(b), "row_id": [int(i) for i in rows], "path": [str(p) for p in paths],
+                 "landmarks": None if lms is None else np.asarray(lms, np.float64).reshape(-1).tolist()}
+                for b, rows, paths, lms in self.jobs
+            ]
+            log.info("Ray: %d shards on %d actors (%g CPUs, %g GPUs each).", len(items), self.plan["actors"],
+                     self.plan["cpus_per_actor"], self.plan["gpus_per_actor"])
+            ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
+            remote: dict[str, Any] = {"num_cpus": self.plan["cpus_per_actor"]}
+            if self.plan["gpus_per_actor"]:
+                remote["num_gpus"] = self.plan["gpus_per_actor"]
+            ds = ds.map_batches(
+                ShardWorker, batch_size=1, batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=self.plan["actors"]),
+                fn_constructor_kwargs={
+                    "model_path": str(self.model.path), "backend": self.model.backend_name, "options": options,
+                    "sha256": self.model.sha256, "layers": self.layers, "pooling": self.pooling, "spec": self.spec,
+                    "dims": self.dims, "threads": self.plan["threads_per_actor"],
+                },
+                **remote,
+            )
+            batches = ds.iter_batches(batch_size=None, batch_format="pyarrow")
+            for out in batches:
+                for rec in out.to_pylist():
+                    if rec["fatal"]:
+                        kind, _, message = rec["fatal"].partition("\t")
+                        cls = getattr(errors, kind, None)
+                        if not (isinstance(cls, type) and issubclass(cls, FaceAuditError)):
+                            cls = FaceAuditError
+                        raise cls(message)
+                    table = pa.ipc.open_stream(rec["ipc"]).read_all()
+                    self.decode_s += rec["decode_s"]
+                    self.model_s += rec["model_s"]
+                    self.hosts.add(rec["host"])
+                    self.n_done += 1
+                    yield int(rec["shard"]), table
+        finally:
+            if batches is not None:
+                close = getattr(batches, "close", None)
+                if close is not None:
+                    close()
+            for k, v in saved.items():
+                setattr(ctx, k, v)
+            if started:
+                ray.shutdown()
+
+
+def run_shards(
+    model: Backend, jobs: Sequence[ShardJob], layers: Sequence[str], pooling: str, spec: PreprocessSpec,
+    dims: Sequence[int], *, address: str | None = None, actors: int | None = None,
+    cpus_per_actor: float | None = None, progress: bool | None = None,
+) -> RayShardRun:
+    """Compute `jobs` on Ray; iterate the result for (shard, table) pairs as they finish.
+
+    Why: the driver (features.py) owns the cache and the progress; this only
+    moves the work of each shard to the cluster and its result back.
+    """
+    return RayShardRun(model, jobs, layers, pooling, spec, dims, address=address, actors=actors,
+                       cpus_per_actor=cpus_per_actor, progress=progress)
