@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 QUICK_MAX_IMAGES = 2000
 QUICK_MAX_STEPS = 600
+# MINE needs thousands of rows, not millions: larger audits are subsampled for the estimators.
+EXPRESSIVITY_MAX_ROWS = 20_000
 DEMO_ATTRS = "age,sex,yaw,skin_tone"
 DEMO_FAIRNESS_ATTRS = ("skin_tone", "sex")
 MAX_FAILED_LISTED = 20
@@ -60,6 +62,8 @@ class AuditConfig:
     trust_pickle: bool = False
     max_images: int | None = None
     demo: bool = False
+    executor_options: Mapping[str, Any] = field(default_factory=dict)
+    expressivity_max_rows: int | None = EXPRESSIVITY_MAX_ROWS
     progress: bool | None = None
 
     @property
@@ -116,7 +120,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     from faceaudit.backends import open_model, select_layers
     from faceaudit.data import load_manifest
     from faceaudit.expressivity import estimate_many
-    from faceaudit.features import extract_features
+    from faceaudit.features import extract_features, subsample_rows
     from faceaudit.report import render_findings, write_report
 
     t0 = time.perf_counter()
@@ -155,6 +159,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     feats = extract_features(
         model, paths, layer_names, landmarks=landmarks, pooling=config.pooling,
         batch_size=config.batch_size, cache_dir=cache_dir, strict=config.strict, progress=config.progress,
+        **dict(config.executor_options),
     )
     timings["features_s"] = time.perf_counter() - t
     used = rows[np.asarray(feats.ok, dtype=bool)]
@@ -167,12 +172,19 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         warnings.append(f"{len(feats.failed)} images could not be read and were skipped (listed under data.failed).")
 
     t = time.perf_counter()
-    attributes = {name: (attr.values[used], attr.kind) for name, attr in manifest.attributes.items()}
+    sub = subsample_rows(len(used), config.expressivity_max_rows, seed=config.seed)
+    if len(sub) < len(used):
+        warnings.append(
+            f"Expressivity was estimated on a random subset of {len(sub)} of {len(used)} images "
+            f"(expressivity_max_rows, seed {config.seed}); verification fairness uses all of them."
+        )
+    attributes = {name: (attr.values[used[sub]], attr.kind) for name, attr in manifest.attributes.items()}
+    est_features = {name: arr[sub] for name, arr in feats.features.items()} if len(sub) < len(used) else feats.features
     est_options: dict[str, Any] = dict(config.estimator_options)
     if config.quick:
         est_options.setdefault("max_steps", QUICK_MAX_STEPS)
     results = estimate_many(
-        feats.features, attributes, estimator=config.estimator, seeds=config.n_seeds,
+        est_features, attributes, estimator=config.estimator, seeds=config.n_seeds,
         device=config.device, seed=config.seed, progress=config.progress, **est_options,
     )
     timings["expressivity_s"] = time.perf_counter() - t
@@ -218,6 +230,9 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             "target_fmr": config.target_fmr,
             "pooling": config.pooling,
             "max_dim": None,
+            "expressivity_max_rows": config.expressivity_max_rows,
+            "expressivity_n_rows": int(len(sub)),
+            "executor": config.executor_options.get("executor", "local"),
             "seed": config.seed,
             "quick": config.quick,
             "align": config.align,

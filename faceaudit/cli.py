@@ -55,6 +55,25 @@ def _split(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
+def _executor_flags(func: Any) -> Any:
+    """--executor/--address/--ray-actors, shared by run, trend and compare."""
+    func = click.option("--ray-actors", default=None, type=click.IntRange(1),
+                        help="Ray actors (model copies) [default: one per GPU, else one per CPU core].")(func)
+    func = click.option("--address", "ray_address", default=None,
+                        help="Address of an existing Ray cluster (e.g. ray://head:10001 or auto) "
+                             "[default: $RAY_ADDRESS, else a local one for this run].")(func)
+    func = click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                        help="Where extraction runs: this process, or Ray Data batch inference "
+                             "(needs `pip install faceaudit[ray]`).")(func)
+    return func
+
+
+def _executor_options(executor: str, ray_address: str | None, ray_actors: int | None) -> dict[str, Any]:
+    if executor == "local":
+        return {}
+    return {"executor": executor, "ray_address": ray_address, "ray_actors": ray_actors}
+
+
 @click.group(cls=_AuditGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="faceaudit")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for failures.")
@@ -129,10 +148,12 @@ Examples:
 @click.option("--trust-pickle", is_flag=True,
               help="DANGEROUS: allow full-pickle PyTorch files, which can run arbitrary code. "
                    "Only for files you created yourself.")
+@_executor_flags
 def run(model: Path, manifest: Path, attrs: str, layers_spec: str, estimator: str, seeds: int | None,
         device: str, target_fmr: float, out_dir: Path, quick: bool, pooling: str, batch_size: int,
         align: bool, fairness_attrs: str | None, backend: str | None, cache_dir: Path | None,
-        strict: bool, seed: int, trust_pickle: bool) -> None:
+        strict: bool, seed: int, trust_pickle: bool, executor: str, ray_address: str | None,
+        ray_actors: int | None) -> None:
     """Audit MODEL on the faces listed in a manifest; write report.html and report.json.
 
     Runs the whole path: features for all chosen layers in one pass (cached),
@@ -149,6 +170,7 @@ def run(model: Path, manifest: Path, attrs: str, layers_spec: str, estimator: st
         pooling=pooling, batch_size=batch_size, align=align,
         fairness_attrs=_split(fairness_attrs) or None, backend=backend, cache_dir=cache_dir,
         strict=strict, seed=seed, trust_pickle=trust_pickle,
+        executor_options=_executor_options(executor, ray_address, ray_actors),
     )
     outcome = run_audit(config)
     _print_outcome(outcome)
@@ -205,10 +227,12 @@ Examples:
 @click.option("--strict", is_flag=True, help="Fail on the first unreadable image instead of skipping it.")
 @click.option("--seed", default=0, show_default=True, help="Seed for subsets, splits and critics.")
 @click.option("--trust-pickle", is_flag=True, help="DANGEROUS: allow full-pickle PyTorch files.")
+@_executor_flags
 def trend(checkpoints: tuple[Path, ...], manifest: Path, attrs: str, labels: str | None, layer: str,
           layers_spec: str, estimator: str, identity_estimator: str, seeds: int | None, device: str,
           out_dir: Path, quick: bool, pooling: str, batch_size: int, align: bool, backend: str | None,
-          cache_dir: Path | None, max_images: int | None, strict: bool, seed: int, trust_pickle: bool) -> None:
+          cache_dir: Path | None, max_images: int | None, strict: bool, seed: int, trust_pickle: bool,
+          executor: str, ray_address: str | None, ray_actors: int | None) -> None:
     """Follow expressivity across training CHECKPOINTS (in training order); write trend.html and trend.json.
 
     As a face network trains, the information its final layer holds about yaw,
@@ -225,7 +249,7 @@ def trend(checkpoints: tuple[Path, ...], manifest: Path, attrs: str, labels: str
         layer=layer, layers=layers_spec, estimator=estimator, identity_estimator=identity_estimator,
         seeds=seeds, device=device, out_dir=out_dir, quick=quick, pooling=pooling, batch_size=batch_size,
         align=align, backend=backend, cache_dir=cache_dir, max_images=max_images, strict=strict, seed=seed,
-        trust_pickle=trust_pickle,
+        trust_pickle=trust_pickle, executor_options=_executor_options(executor, ray_address, ray_actors),
     )
     _print_outcome(run_trend(config))
 
@@ -274,11 +298,13 @@ Examples:
 @click.option("--strict", is_flag=True, help="Fail on the first unreadable image instead of skipping it.")
 @click.option("--seed", default=0, show_default=True, help="Seed for subsets, splits, critics, pairs and bootstrap.")
 @click.option("--trust-pickle", is_flag=True, help="DANGEROUS: allow full-pickle PyTorch files.")
+@_executor_flags
 def compare(models: tuple[Path, ...], manifest: Path, attrs: str, labels: str | None, layers_spec: str,
             estimator: str, identity_estimator: str, seeds: int | None, device: str, target_fmr: float,
             fairness_attrs: str | None, z: float, out_dir: Path, quick: bool, pooling: str, batch_size: int,
             align: bool, backend: str | None, cache_dir: Path | None, max_images: int | None, strict: bool,
-            seed: int, trust_pickle: bool) -> None:
+            seed: int, trust_pickle: bool, executor: str, ray_address: str | None,
+            ray_actors: int | None) -> None:
     """Compare MODELS side by side on the same faces; write compare.html and compare.json.
 
     Expressivity per matched layer and attribute, verification error rates per
@@ -294,6 +320,7 @@ def compare(models: tuple[Path, ...], manifest: Path, attrs: str, labels: str | 
         target_fmr=target_fmr, fairness_attrs=_split(fairness_attrs) or None, z=z, out_dir=out_dir,
         quick=quick, pooling=pooling, batch_size=batch_size, align=align, backend=backend, cache_dir=cache_dir,
         max_images=max_images, strict=strict, seed=seed, trust_pickle=trust_pickle,
+        executor_options=_executor_options(executor, ray_address, ray_actors),
     )
     _print_outcome(run_compare(config))
 

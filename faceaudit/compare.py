@@ -88,6 +88,7 @@ class CompareConfig:
     max_dim: int | None = None
     estimator_options: Mapping[str, Any] = field(default_factory=dict)
     z: float = Z_95
+    executor_options: Mapping[str, Any] = field(default_factory=dict)
     progress: bool | None = None
 
     @property
@@ -244,6 +245,7 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
     feats, ok, failed, _ = extract_all(
         models, labels, layer_rows, paths, landmarks=landmarks, pooling=config.pooling,
         batch_size=config.batch_size, cache_root=cache_root, strict=config.strict, progress=config.progress,
+        executor_options=config.executor_options,
     )
     timings["features_s"] = time.perf_counter() - t
     used = rows[ok]

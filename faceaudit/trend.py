@@ -91,6 +91,7 @@ class TrendConfig:
     estimator_options: Mapping[str, Any] = field(default_factory=dict)
     z: float = Z_95
     demo: bool = False
+    executor_options: Mapping[str, Any] = field(default_factory=dict)
     progress: bool | None = None
 
     @property
@@ -238,7 +239,8 @@ def _safe_dir(i: int, label: str) -> str:
 
 def extract_all(models: Sequence[Any], labels: Sequence[str], layer_rows: Sequence[MatchedLayer],
                 paths: Sequence[Path], *, landmarks: np.ndarray | None, pooling: str, batch_size: int,
-                cache_root: Path, strict: bool, progress: bool | None
+                cache_root: Path, strict: bool, progress: bool | None,
+                executor_options: Mapping[str, Any] | None = None,
                 ) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray, list[tuple[str, str]], dict[str, Any]]:
     """Features of the matched layers for every model, on the rows every model could read.
 
@@ -256,6 +258,7 @@ def extract_all(models: Sequence[Any], labels: Sequence[str], layer_rows: Sequen
         fs = extract_features(
             m, paths, names, landmarks=landmarks, pooling=pooling, batch_size=batch_size,
             cache_dir=cache_root / _safe_dir(i, lab), strict=strict, progress=progress,
+            **dict(executor_options or {}),
         )
         sets.append(fs)
     ok = np.ones(len(paths), dtype=bool)
@@ -559,6 +562,7 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
     feats, ok, failed, info = extract_all(
         models, labels, layer_rows, paths, landmarks=landmarks, pooling=config.pooling,
         batch_size=config.batch_size, cache_root=cache_root, strict=config.strict, progress=config.progress,
+        executor_options=config.executor_options,
     )
     timings["features_s"] = time.perf_counter() - t
     used = rows[ok]

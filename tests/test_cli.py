@@ -180,3 +180,31 @@ def test_unwritable_output_folder_is_a_user_error(tiny_model: Path, tmp_path: Pa
 def test_report_of_missing_json_is_a_user_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["report", str(tmp_path / "report.json")])
     _assert_user_error(result, "report.json")
+
+
+def test_ray_executor_gives_the_same_report(tiny_model: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the `ray` extra is not installed (pip install faceaudit[ray])")
+    manifest = _tiny_manifest(tmp_path / "data", n_ids=10, per_id=4)
+    reports = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / executor
+        result = CliRunner().invoke(main, ["run", str(tiny_model), "--data", str(manifest), "--attrs", "sex",
+                                           "--out", str(out), "--quick", "--layers", "embedding",
+                                           "--executor", executor, "--ray-actors", "2"])
+        assert result.exit_code == 0, result.output
+        reports[executor] = json.loads((out / "report.json").read_text())
+    assert reports["ray"]["settings"]["executor"] == "ray"
+    assert reports["ray"]["expressivity"] == reports["local"]["expressivity"]
+
+
+def test_expressivity_subsample_is_stated(tiny_model: Path, tmp_path: Path) -> None:
+    from faceaudit.audit import AuditConfig, run_audit
+
+    manifest = _tiny_manifest(tmp_path / "data", n_ids=20, per_id=4)
+    outcome = run_audit(AuditConfig(model=tiny_model, manifest=manifest, attrs="sex", layers="embedding",
+                                    out_dir=tmp_path / "out", quick=True, expressivity_max_rows=60))
+    report = outcome.report
+    assert report["settings"]["expressivity_n_rows"] == 60
+    assert all(e["n"] == 60 for e in report["expressivity"])
+    assert any("subset of 60 of 80" in w for w in report["warnings"])
+    assert report["fairness"][0]["n_images"] == 80
