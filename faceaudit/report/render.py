@@ -48,7 +48,8 @@ def template_dirs() -> list[Path]:
 
 
 @functools.lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
+def template_environment() -> jinja2.Environment:
+    """The one jinja2 environment of every report template: autoescape on, StrictUndefined."""
     dirs = template_dirs()
     if not dirs:
         raise ReportError(
@@ -379,7 +380,7 @@ def render_html(report: AuditResult | Mapping[str, Any]) -> str:
     byte-identical HTML, so reports can be diffed and checked into records.
     """
     view = build_view(report)
-    return _environment().get_template(TEMPLATE).render(r=view)
+    return template_environment().get_template(TEMPLATE).render(r=view)
 
 
 def report_json(report: AuditResult | Mapping[str, Any]) -> str:

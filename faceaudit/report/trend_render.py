@@ -26,7 +26,6 @@ All MI values are in nats.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -39,6 +38,7 @@ import jinja2
 from faceaudit._atomic import atomic_write_text
 from faceaudit.errors import OutputError
 from faceaudit.report import charts
+from faceaudit.report.render import template_environment
 from faceaudit.report.findings import Finding, above_null, null_top, strength, strength_words
 from faceaudit.report.schema import ReportError
 
@@ -61,31 +61,9 @@ _SHAPE_WORDS = {
 # --------------------------------------------------------------------------- shared with compare_render
 
 
-def _template_dirs() -> list[Path]:
-    pkg = Path(__file__).resolve().parents[1]
-    return [p for p in (pkg / "templates", pkg.parent / "templates") if (p / TREND_TEMPLATE).is_file()]
-
-
-@functools.lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
-    """The jinja2 environment of the trend and compare templates (autoescape, StrictUndefined)."""
-    dirs = _template_dirs()
-    if not dirs:
-        raise ReportError(
-            f"the template {TREND_TEMPLATE} is missing from this faceaudit installation "
-            "(looked in faceaudit/templates and the repository's templates/). Reinstall faceaudit."
-        )
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "j2"), default=True),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["num"] = charts.fmt_num
-    env.filters["sci"] = charts.fmt_sci
-    return env
+    """The shared report environment (one place for loaders, autoescape and filters)."""
+    return template_environment()
 
 
 def jsonable(value: Any) -> Any:
