@@ -28,6 +28,7 @@ import argparse
 import math
 import sys
 import time
+import zlib
 
 import numpy as np
 import torch
@@ -94,7 +95,7 @@ def make_tasks(n: int, quick: bool):
 
     # nonlinear 1-D latent embeddings: age-like (monotone + curvature) and yaw-like (periodic)
     def latent(d, name, g, scale, prior="normal"):
-        r = np.random.default_rng(abs(hash(name)) % 2**32)
+        r = np.random.default_rng(zlib.crc32(name.encode()))  # stable across runs (str hash is salted)
         k = g(np.zeros(1)).shape[1]
         A = r.normal(size=(d, k)) * scale
         M = r.normal(size=(d, d)) / math.sqrt(d)

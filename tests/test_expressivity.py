@@ -190,3 +190,72 @@ def test_other_estimators_on_gaussian(name):
     r = estimate_expressivity(x, y, estimator=name, seeds=1, null=False, progress=False, **FAST)
     assert abs(r.mi - truth) < 0.15, (name, r.mi, truth)
     assert r.estimator == name
+
+
+def many_class_task(n_classes: int, per_class: int, d: int, spread: float, seed: int):
+    """Identity-like task: class c has mean m_c ~ N(0, spread^2 I_d), X | c ~ N(m_c, I_d), classes equally likely.
+
+    I(X;Y) = log C + E[log p(x|c) - log sum_c' p(x|c')] by Monte Carlo over 200,000 draws (SE returned).
+    """
+    from scipy import special
+
+    r = np.random.default_rng(seed)
+    means = r.normal(size=(n_classes, d)) * spread
+    m = 200_000
+    c = r.integers(0, n_classes, m)
+    z = means[c] + r.normal(size=(m, d))
+    ll = -0.5 * ((z[:, None, :] - means[None]) ** 2).sum(-1)
+    pmi = ll[np.arange(m), c] - special.logsumexp(ll, axis=1) + math.log(n_classes)
+    cc = np.repeat(np.arange(n_classes), per_class)
+    r.shuffle(cc)
+    x = means[cc] + r.normal(size=(len(cc), d))
+    return x.astype(np.float32), cc, float(pmi.mean()), float(pmi.std() / math.sqrt(m))
+
+
+@pytest.mark.parametrize("name", ["mine", "entropy"])
+def test_fifty_class_identity_known_answer(name):
+    x, c, truth, mc_se = many_class_task(50, 40, 4, 1.0, seed=0)
+    assert mc_se < 0.01
+    ids = np.array([f"id{k:03d}" for k in c], dtype=object)
+    r = estimate_expressivity(x, ids, kind="categorical", estimator=name, seeds=2, progress=False, **FAST)
+    assert abs(r.mi - truth) < 0.15, (name, r.mi, truth)
+    assert r.entropy_y == pytest.approx(math.log(50), abs=0.01)
+    assert abs(r.null_mi) < 0.08
+
+
+def test_identity_with_singletons_needs_min_class_count_and_warns():
+    rng = np.random.default_rng(21)
+    # 300 identities with 1-6 images each (median < 5): singletons are normal for identity
+    sizes = rng.integers(1, 7, size=300)
+    cc = np.repeat(np.arange(300), sizes)
+    means = rng.normal(size=(300, 6)) * 1.5
+    x = (means[cc] + rng.normal(size=(len(cc), 6))).astype(np.float32)
+    assert (np.bincount(cc) == 1).any() and np.median(sizes) < 5
+    with pytest.raises(InputError, match="min_class_count=1"):
+        estimate_expressivity(x, cc, kind="categorical", seeds=1, progress=False, max_steps=5)
+    res = estimate_many({"emb": x}, {"identity": (cc, "categorical")}, seeds=2, progress=False,
+                        min_class_count=1, max_steps=300)
+    r = res[("emb", "identity")]
+    assert any("median" in w for w in r.warnings), r.warnings
+    assert math.isfinite(r.mi) and r.mi > 0.3  # clearly informative despite few images per identity
+    assert r.entropy_y == pytest.approx(_entropy_of(cc), abs=1e-9)
+    json.dumps(r.to_dict(), allow_nan=False)
+    with pytest.raises(InputError, match="min_class_count"):
+        estimate_expressivity(x, cc, kind="categorical", seeds=1, progress=False, min_class_count=0)
+
+
+def _entropy_of(codes: np.ndarray) -> float:
+    p = np.bincount(codes) / len(codes)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def test_marginal_cols_all_pairs_agrees():
+    """The subsampled marginal term (default) and all pairs of a batch estimate the same bound."""
+    x, y, truth = gaussian_task(2000, 4, 0.8, seed=12)
+    a = estimate_expressivity(x, y, seeds=2, null=False, progress=False, **FAST)
+    b = estimate_expressivity(x, y, seeds=2, null=False, progress=False, marginal_cols=None, **FAST)
+    assert a.options["marginal_cols"] == 64 and b.options["marginal_cols"] is None
+    assert abs(a.mi - truth) < 0.12 and abs(b.mi - truth) < 0.12, (a.mi, b.mi, truth)
+    with pytest.raises(InputError, match="marginal_cols"):
+        estimate_expressivity(x, y, progress=False, marginal_cols=1)

@@ -71,6 +71,7 @@ def estimate_many(
     batched: bool = True,
     stack_size: int | None = None,
     progress: bool | None = None,
+    min_class_count: int = 2,
     **estimator_options: Any,
 ) -> dict[tuple[str, str], ExpressivityResult]:
     """MI between every layer and every attribute, all critics trained together.
@@ -80,10 +81,13 @@ def estimate_many(
     batched networks is much faster than one at a time and gives the same
     numbers for the same seeds (``batched=False`` trains them one by one).
     `stack_size` caps the critics per stack: None means all of them on CUDA and
-    8 on CPU, where very large stacks are memory-bound and slower.
+    64 on CPU (the training marginal term pairs each row with `marginal_cols`
+    values, so a critic's step is small and larger stacks are faster).
     `features` maps layer name -> (n, d_layer) array (rows aligned across layers);
     `attributes` maps name -> (values (n,), "continuous" | "categorical"); rows
     where an attribute is missing are dropped for that attribute only.
+    A category with fewer than `min_class_count` rows is an InputError; pass
+    ``min_class_count=1`` for identity (hundreds of classes, some with one image).
     """
     if not isinstance(features, Mapping) or not features:
         raise InputError("features must be a non-empty mapping {layer name: (n_samples, n_features) array}.")
@@ -119,7 +123,8 @@ def estimate_many(
                 f"got {type(spec).__name__}."
             )
         values, kind = spec
-        clean[str(aname)] = (check_attribute(values, n_rows, kind, name=str(aname)), kind)
+        cp = check_attribute(values, n_rows, kind, name=str(aname), min_class_count=min_class_count)
+        clean[str(aname)] = (cp, kind)
 
     reduced: dict[str, tuple[np.ndarray, int | None]] = {}
     for lname, x in feats.items():
@@ -150,7 +155,7 @@ def estimate_many(
         sel = [i for i, j in enumerate(jobs) if (j.n_classes == 0) == continuous]
         if not sel:
             continue
-        size = stack_size or (len(sel) if dev.type == "cuda" else 8)
+        size = stack_size or (len(sel) if dev.type == "cuda" else 64)
         if not batched:
             size = 1
         groups = [sel[i : i + size] for i in range(0, len(sel), size)]
@@ -252,6 +257,7 @@ def estimate_expressivity(
     max_dim: int | None = DEFAULT_MAX_DIM,
     null: bool = True,
     progress: bool | None = None,
+    min_class_count: int = 2,
     **estimator_options: Any,
 ) -> ExpressivityResult:
     """Mutual information (nats) between `features` (n, d) and one `attribute` (n,).
@@ -263,6 +269,7 @@ def estimate_expressivity(
     """
     res = estimate_many(
         {"features": features}, {"attribute": (attribute, kind)}, estimator=estimator, seeds=seeds,
-        device=device, seed=seed, max_dim=max_dim, null=null, progress=progress, **estimator_options,
+        device=device, seed=seed, max_dim=max_dim, null=null, progress=progress,
+        min_class_count=min_class_count, **estimator_options,
     )
     return res[("features", "attribute")]

@@ -47,8 +47,9 @@ _DEFAULTS: dict[str, Any] = {
     "patience": 6,  # evaluations without improvement before stopping
     "min_delta": 1e-4,  # nats
     "heldout": 0.4,  # fraction of rows held out: half validation (early stopping), half test (reported)
-    "val_cols": 1024,
-    "cap": 8.0,  # smooth upper bound on critic values (nats); DV is shift-invariant so only the range matters  # marginal columns used for the validation bound (all are used for the test bound)
+    "val_cols": 256,  # marginal columns used for the validation bound (all are used for the test bound)
+    "marginal_cols": 64,  # attribute values each training row is paired with in the marginal term (None: all)
+    "cap": 8.0,  # smooth upper bound on critic values (nats); DV is shift-invariant so only the range matters
 }
 
 
@@ -76,6 +77,9 @@ class NeuralEstimator:
         for k in ("hidden", "embed", "batch_size", "max_steps", "eval_every", "patience"):
             if int(getattr(self, k)) < 1:
                 raise InputError(f"option {k}={getattr(self, k)} must be a positive integer.")
+        mc = merged.get("marginal_cols")
+        if mc is not None and int(mc) < 2:
+            raise InputError(f"option marginal_cols={mc} must be an integer >= 2, or None (all pairs of a batch).")
 
     def options(self) -> dict[str, Any]:
         """The hyper-parameters in effect (for the report)."""
@@ -97,26 +101,35 @@ class NeuralEstimator:
         if continuous:
             g = critics.embed_y(p, yb)
             t_pos = critics.soft_cap((f * g).sum(-1), self.cap)
-            mat = critics.soft_cap(torch.bmm(f, g.transpose(1, 2)), self.cap)
-            key = ("offdiag", B)
+            # marginal pairs: every row x_i against the first M attribute values of the (shuffled) batch,
+            # j != i; M = marginal_cols (all B when None). The pair average stays unbiased for E_Q[e^T];
+            # M << B makes the step M/B as costly in memory traffic, which dominates on CPU.
+            M = self._marginal_cols(B)
+            mat = critics.soft_cap(torch.bmm(f, g[:, :M].transpose(1, 2)), self.cap)  # (G, B, M)
+            key = ("offdiag", B, M)
             if key not in state:
-                lw = torch.full((B, B), -math.log(B - 1), device=xb.device)
-                lw.fill_diagonal_(-math.inf)
+                lw = torch.full((B, M), -math.log(M), device=xb.device)
+                lw[:M] = -math.log(M - 1)
+                lw[:M].fill_diagonal_(-math.inf)
                 state[key] = lw.unsqueeze(0)
-                state[("nce", B)] = torch.full((1, B, B), -math.log(B), device=xb.device)
-            logw, logw_nce = state[key], state[("nce", B)]
+                state[("nce", B, M)] = torch.full((1, B, M), -math.log(M), device=xb.device)
+            logw, logw_nce = state[key], state[("nce", B, M)]
         else:
             mat = critics.soft_cap(critics.class_logits(p, f), self.cap)
             t_pos = mat.gather(-1, yb.unsqueeze(-1)).squeeze(-1)
             logw = logw_nce = aux["train_logp"]
         return self.objective(t_pos, mat, logw, logw_nce, state)
 
+    def _marginal_cols(self, B: int) -> int:
+        m = self._options.get("marginal_cols")
+        return B if m is None else int(max(2, min(B, int(m))))
+
     def objective(self, t_pos, mat, logw, logw_nce, state) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
     @staticmethod
     def _log_mean_exp(mat: Tensor, logw: Tensor) -> Tensor:
-        B = mat.shape[1]
+        B = mat.shape[1]  # every row's weights sum to 1, so this is the mean over rows
         return torch.logsumexp((mat + logw).flatten(1), 1) - math.log(B)
 
     def heldout_critic(self, t_pos, row, row_nce, col, mask) -> tuple[Tensor, Tensor]:
@@ -203,6 +216,8 @@ class InfoNCE(NeuralEstimator):
     """Contrastive (InfoNCE) bound; cannot exceed log(number of negatives)."""
 
     name = "infonce"
+    # the contrastive bound needs each row's own positive among its candidates: all pairs of the batch
+    extra_defaults = {"marginal_cols": None}
 
     def objective(self, t_pos, mat, logw, logw_nce, state):
         v = (t_pos - torch.logsumexp(mat + logw_nce, -1)).mean(1)

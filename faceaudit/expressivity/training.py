@@ -333,6 +333,7 @@ def evaluate(
         c = int(ncols.max())
         gc = g[:, :c]
         cols_valid = torch.arange(c, device=X.device)[None, :] < ncols[:, None]  # (G, c)
+        need_col = which != "val"  # the column terms enter the standard error only, unused for early stopping
         r = max(1, _CHUNK_ELEMS // max(1, G * c))
         rows_l, nce_l = [], []
         col_acc = torch.full((G, c), -math.inf, device=X.device)
@@ -350,11 +351,15 @@ def evaluate(
             rows_l.append(row_lse)
             vn = cols_valid[:, None, :].expand_as(mm)
             nce_l.append(torch.logsumexp(torch.where(vn, mm, neg), -1) - torch.log(ncols.float())[:, None])
-            rmask = mask[:, s:e, None]
-            col_acc = torch.logaddexp(col_acc, torch.logsumexp(torch.where(valid & rmask, tm, neg), 1))
+            if need_col:
+                rmask = mask[:, s:e, None]
+                col_acc = torch.logaddexp(col_acc, torch.logsumexp(torch.where(valid & rmask, tm, neg), 1))
         row = torch.cat(rows_l, 1)
         row_nce = torch.cat(nce_l, 1)
-        col_full = torch.full((G, m), -math.inf, device=X.device)
-        col_full[:, :c] = col_acc - torch.log((n_valid.float() - 1).clamp(min=1))[:, None]
-        col = torch.where(torch.arange(m, device=X.device)[None, :] < c, col_full, row)
+        if need_col:
+            col_full = torch.full((G, m), -math.inf, device=X.device)
+            col_full[:, :c] = col_acc - torch.log((n_valid.float() - 1).clamp(min=1))[:, None]
+            col = torch.where(torch.arange(m, device=X.device)[None, :] < c, col_full, row)
+        else:
+            col = row
     return est.heldout_critic(t_pos, row, row_nce, col, mask)

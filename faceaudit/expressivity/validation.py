@@ -16,6 +16,7 @@ from faceaudit.errors import InputError
 KINDS = ("continuous", "categorical")
 MIN_CATEGORY_SIZE = 2  # a category with fewer rows is an error
 SMALL_CATEGORY_SIZE = 10  # fewer rows than this gives a warning
+MANY_CLASS_MEDIAN = 5  # a median class size below this gives a warning (identity-like attributes)
 MIN_ROWS = 20
 
 
@@ -93,11 +94,15 @@ def check_attribute(
     *,
     layer: str | None = None,
     name: str | None = None,
+    min_class_count: int = MIN_CATEGORY_SIZE,
 ) -> CleanPair:
     """Validate an attribute against `n_rows` feature rows; drop missing rows; encode categories.
 
     Missing values (NaN, None, "") are dropped for this attribute only, because
     an audit usually has an attribute annotated on a subset of the images.
+    A category with fewer than `min_class_count` rows raises InputError (right
+    for sex or race); identity-like attributes with many rare classes pass
+    ``min_class_count=1`` and get a warning when classes are small.
     """
     where = _label(layer, name)
     if kind not in KINDS:
@@ -160,14 +165,30 @@ def check_attribute(
             f"attribute{where} is constant ({classes[0]!r}) on all {len(kept)} rows, so it carries no information; "
             "drop it from the audit."
         )
-    tiny = [str(c) for c, k in zip(classes, counts) if k < MIN_CATEGORY_SIZE]
+    min_class_count = int(min_class_count)
+    if min_class_count < 1:
+        raise InputError(f"min_class_count={min_class_count}{where} must be a positive integer.")
+    tiny = [str(c) for c, k in zip(classes, counts) if k < min_class_count]
     if tiny:
         raise InputError(
             f"attribute{where} has categor{'y' if len(tiny) == 1 else 'ies'} {', '.join(map(repr, tiny[:5]))} "
-            f"with fewer than {MIN_CATEGORY_SIZE} samples; merge rare categories (e.g. into 'other') or drop those rows."
+            f"with fewer than {min_class_count} samples; merge rare categories (e.g. into 'other') or drop those "
+            "rows (for an identity-like attribute with many rare classes pass min_class_count=1)."
         )
     small = [f"{c!s} ({k})" for c, k in zip(classes, counts) if k < SMALL_CATEGORY_SIZE]
-    if small:
+    median = float(np.median(counts))
+    if median < MANY_CLASS_MEDIAN:
+        warnings.append(
+            f"{len(classes)} categories with a median of {median:g} samples each (fewer than "
+            f"{MANY_CLASS_MEDIAN}): many classes are absent from a seed's training rows, so the estimate is "
+            "biased low; use more images per class."
+        )
+    elif small and len(classes) > 20:
+        warnings.append(
+            f"{len(small)} of {len(classes)} categories have fewer than {SMALL_CATEGORY_SIZE} samples; "
+            "their contribution to the estimate is unreliable."
+        )
+    elif small:
         warnings.append(
             f"small categories (fewer than {SMALL_CATEGORY_SIZE} samples): {', '.join(small[:5])}; "
             "their contribution to the estimate is unreliable."
