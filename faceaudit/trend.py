@@ -648,13 +648,13 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
 def run_demo_trend(out_dir: Path, assets: Any, *, seed: int = 0, progress: bool | None = None) -> TrendOutcome:
     """Audit the demo's training checkpoints: the paper's experiment in miniature, kept cheap.
 
-    Follows age, sex and yaw at the final embedding across `assets.checkpoints`
+    Follows age, sex, yaw and identity at the final embedding across `assets.checkpoints`
     (from random initialisation to the trained network) with one seed and the
     quick estimator settings; writes trend.html + trend.json into `out_dir`.
     """
     config = TrendConfig(
         checkpoints=[p for _, p in assets.checkpoints], labels=[lab for lab, _ in assets.checkpoints],
-        manifest=assets.manifest, attrs="age,sex,yaw", layer="final", layers="final",
+        manifest=assets.manifest, attrs="age,sex,yaw,identity", layer="final", layers="final",
         estimator="entropy", seeds=1, quick=True, out_dir=Path(out_dir), seed=seed, demo=True,
         progress=progress, estimator_options={"max_steps": 200},
     )

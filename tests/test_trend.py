@@ -201,8 +201,11 @@ def test_demo_trend_end_to_end(tmp_path: Path) -> None:
     report = out.report
     assert report["demo"] is True
     assert [c["label"] for c in report["checkpoints"]] == [lab for lab, _ in assets.checkpoints]
-    assert {t["attribute"] for t in report["trend"]} == {"age", "sex", "yaw"}
-    assert len(report["expressivity"]) == 3 * len(assets.checkpoints)
+    assert {t["attribute"] for t in report["trend"]} == {"age", "sex", "yaw", "identity"}
+    assert len(report["expressivity"]) == 4 * len(assets.checkpoints)
+    # training for identity adds identity information: the trained network holds more than its random init
+    identity = next(t for t in report["trend"] if t["attribute"] == "identity")
+    assert identity["mi"][-1] > identity["mi"][0]
     html = out.html_path.read_text(encoding="utf-8")
     assert "DEMO" in html and "<script" not in html.lower()
     for t in report["trend"]:
