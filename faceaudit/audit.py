@@ -35,11 +35,14 @@ DEMO_FAIRNESS_ATTRS = ("skin_tone", "sex")
 MAX_FAILED_LISTED = 20
 
 
-@dataclass(frozen=True)
-class AuditConfig:
-    """Everything one audit needs; mirrors the flags of `faceaudit run`."""
+@dataclass(frozen=True, kw_only=True)
+class RunSettings:
+    """What `run`, `trend` and `compare` share: the data, the extraction and the estimators.
 
-    model: Path
+    One definition keeps the three commands' flags and defaults in step; each
+    command's config adds only what is its own.
+    """
+
     manifest: Path
     attrs: str | Sequence[str]
     layers: str | Sequence[str] = "auto"
@@ -47,13 +50,10 @@ class AuditConfig:
     estimator_options: Mapping[str, Any] = field(default_factory=dict)
     seeds: int | None = None
     device: str = "auto"
-    target_fmr: float = 1e-3
-    out_dir: Path = Path("faceaudit-report")
     quick: bool = False
     pooling: str = "avg"
     batch_size: int = 64
     align: bool = False
-    fairness_attrs: Sequence[str] | None = None
     backend: str | None = None
     backend_options: Mapping[str, Any] = field(default_factory=dict)
     cache_dir: Path | None = None
@@ -61,9 +61,7 @@ class AuditConfig:
     seed: int = 0
     trust_pickle: bool = False
     max_images: int | None = None
-    demo: bool = False
     executor_options: Mapping[str, Any] = field(default_factory=dict)
-    expressivity_max_rows: int | None = EXPRESSIVITY_MAX_ROWS
     progress: bool | None = None
 
     @property
@@ -71,14 +69,33 @@ class AuditConfig:
         return self.seeds if self.seeds is not None else (1 if self.quick else 3)
 
 
+@dataclass(frozen=True, kw_only=True)
+class AuditConfig(RunSettings):
+    """Everything one audit needs; mirrors the flags of `faceaudit run`."""
+
+    model: Path
+    target_fmr: float = 1e-3
+    out_dir: Path = Path("faceaudit-report")
+    fairness_attrs: Sequence[str] | None = None
+    demo: bool = False
+    expressivity_max_rows: int | None = EXPRESSIVITY_MAX_ROWS
+
+
 @dataclass(frozen=True)
-class AuditOutcome:
-    """Where the report went, the result dictionary and its headline findings."""
+class ReportOutcome:
+    """Where a report went, the result dictionary and its headline findings."""
 
     html_path: Path
     json_path: Path
     report: Mapping[str, Any]
     findings: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"html_path": str(self.html_path), "json_path": str(self.json_path), "findings": list(self.findings)}
+
+
+class AuditOutcome(ReportOutcome):
+    """The outcome of `run_audit`: report.html, report.json and the findings."""
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -381,4 +398,4 @@ def run_demo(out_dir: Path, *, seed: int = 0, progress: bool | None = None, tren
     return DemoOutcome(audit, trend_outcome)
 
 
-__all__ = ["AuditConfig", "AuditOutcome", "DemoOutcome", "run_audit", "run_demo"]
+__all__ = ["AuditConfig", "AuditOutcome", "ReportOutcome", "RunSettings", "DemoOutcome", "run_audit", "run_demo"]

@@ -27,11 +27,12 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from faceaudit import __version__
+from faceaudit.audit import ReportOutcome, RunSettings
 from faceaudit.errors import InputError
 from faceaudit.trend import (
     SCHEMA_VERSION,
@@ -54,8 +55,8 @@ from faceaudit.trend import (
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class CompareConfig:
+@dataclass(frozen=True, kw_only=True)
+class CompareConfig(RunSettings):
     """Everything one comparison needs; mirrors the flags of `faceaudit compare`.
 
     `models` are model files, the first being the reference every other model
@@ -63,50 +64,17 @@ class CompareConfig:
     """
 
     models: Sequence[Path]
-    manifest: Path
-    attrs: str | Sequence[str]
     labels: Sequence[str] | None = None
-    layers: str | Sequence[str] = "auto"
-    estimator: str = "mine"
     identity_estimator: str = "entropy"
-    seeds: int | None = None
-    device: str = "auto"
     target_fmr: float = 1e-3
     fairness_attrs: Sequence[str] | None = None
     out_dir: Path = Path("faceaudit-compare")
-    quick: bool = False
-    pooling: str = "avg"
-    batch_size: int = 64
-    align: bool = False
-    backend: str | None = None
-    backend_options: Mapping[str, Any] = field(default_factory=dict)
-    cache_dir: Path | None = None
-    strict: bool = False
-    seed: int = 0
-    trust_pickle: bool = False
-    max_images: int | None = None
     max_dim: int | None = None
-    estimator_options: Mapping[str, Any] = field(default_factory=dict)
     z: float = Z_95
-    executor_options: Mapping[str, Any] = field(default_factory=dict)
-    progress: bool | None = None
-
-    @property
-    def n_seeds(self) -> int:
-        return self.seeds if self.seeds is not None else (1 if self.quick else 3)
 
 
-@dataclass(frozen=True)
-class CompareOutcome:
+class CompareOutcome(ReportOutcome):
     """Where the comparison went, the result dictionary and its headline findings."""
-
-    html_path: Path
-    json_path: Path
-    report: Mapping[str, Any]
-    findings: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"html_path": str(self.html_path), "json_path": str(self.json_path), "findings": list(self.findings)}
 
 
 # --------------------------------------------------------------------------- differences

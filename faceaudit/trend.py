@@ -24,13 +24,14 @@ import math
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from faceaudit import __version__
+from faceaudit.audit import ReportOutcome, RunSettings
 from faceaudit.errors import InputError, ManifestError
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,8 @@ QUICK_MAX_DIM = 16
 # --------------------------------------------------------------------------- config and outcome
 
 
-@dataclass(frozen=True)
-class TrendConfig:
+@dataclass(frozen=True, kw_only=True)
+class TrendConfig(RunSettings):
     """Everything one trend needs; mirrors the flags of `faceaudit trend`.
 
     `checkpoints` are model files in training order; `labels` name them (default:
@@ -66,50 +67,17 @@ class TrendConfig:
     """
 
     checkpoints: Sequence[Path]
-    manifest: Path
-    attrs: str | Sequence[str]
     labels: Sequence[str] | None = None
     layer: str = "final"
-    layers: str | Sequence[str] = "auto"
-    estimator: str = "mine"
     identity_estimator: str = "entropy"
-    seeds: int | None = None
-    device: str = "auto"
     out_dir: Path = Path("faceaudit-trend")
-    quick: bool = False
-    pooling: str = "avg"
-    batch_size: int = 64
-    align: bool = False
-    backend: str | None = None
-    backend_options: Mapping[str, Any] = field(default_factory=dict)
-    cache_dir: Path | None = None
-    strict: bool = False
-    seed: int = 0
-    trust_pickle: bool = False
-    max_images: int | None = None
     max_dim: int | None = None
-    estimator_options: Mapping[str, Any] = field(default_factory=dict)
     z: float = Z_95
     demo: bool = False
-    executor_options: Mapping[str, Any] = field(default_factory=dict)
-    progress: bool | None = None
-
-    @property
-    def n_seeds(self) -> int:
-        return self.seeds if self.seeds is not None else (1 if self.quick else 3)
 
 
-@dataclass(frozen=True)
-class TrendOutcome:
+class TrendOutcome(ReportOutcome):
     """Where the trend report went, the result dictionary and its headline findings."""
-
-    html_path: Path
-    json_path: Path
-    report: Mapping[str, Any]
-    findings: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"html_path": str(self.html_path), "json_path": str(self.json_path), "findings": list(self.findings)}
 
 
 # --------------------------------------------------------------------------- shared helpers (trend + compare)
