@@ -135,18 +135,16 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     problems with the inputs, before any long work where it can.
     """
     from faceaudit.backends import open_model, select_layers
-    from faceaudit.data import load_manifest
     from faceaudit.expressivity import estimate_many
     from faceaudit.features import extract_features, subsample_rows
     from faceaudit.report import render_findings, render_html, write_report
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    warnings: list[str] = []
     out_dir = Path(config.out_dir)
     check_out_dir(out_dir)
 
-    manifest = load_manifest(config.manifest, config.attrs)
+    manifest, rows, paths, landmarks, warnings = prepare_inputs(config)
     options = dict(config.backend_options)
     if config.trust_pickle:
         options["trust_pickle"] = True
@@ -155,21 +153,6 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     if model.final_layer not in layer_names and manifest.identities is not None:
         layer_names = [*layer_names, model.final_layer]
     timings["load_s"] = time.perf_counter() - t0
-
-    rows = choose_rows(len(manifest), config)
-    if len(rows) < len(manifest):
-        warnings.append(
-            f"Quick preset: audited a random subset of {len(rows)} of {len(manifest)} images (seed {config.seed})."
-        )
-    paths = [manifest.paths[i] for i in rows]
-    landmarks = None
-    if config.align:
-        if manifest.landmarks is None:
-            raise ManifestError(
-                f"--align needs landmark columns lm_x1, lm_y1, ..., lm_x5, lm_y5 in {config.manifest}; "
-                "add them or drop --align."
-            )
-        landmarks = manifest.landmarks[rows]
 
     t = time.perf_counter()
     cache_dir = Path(config.cache_dir) if config.cache_dir else out_dir / "cache"
@@ -264,7 +247,31 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     return AuditOutcome(html_path, json_path, report, render_findings(report))
 
 
-def choose_rows(n: int, config: AuditConfig) -> np.ndarray:
+def prepare_inputs(config: RunSettings) -> tuple[Any, np.ndarray, list[Path], np.ndarray | None, list[str]]:
+    """Load the manifest, pick the rows (quick / max_images) and the landmarks for --align.
+
+    Shared by run, trend and compare, so the three read data the same way.
+    Returns (manifest, rows, image paths, landmarks or None, warnings).
+    """
+    from faceaudit.data import load_manifest
+
+    warnings: list[str] = []
+    manifest = load_manifest(config.manifest, config.attrs)
+    rows = choose_rows(len(manifest), config)
+    if len(rows) < len(manifest):
+        warnings.append(f"Used a random subset of {len(rows)} of {len(manifest)} images (seed {config.seed}).")
+    landmarks = None
+    if config.align:
+        if manifest.landmarks is None:
+            raise ManifestError(
+                f"--align needs landmark columns lm_x1, lm_y1, ..., lm_x5, lm_y5 in {config.manifest}; "
+                "add them or drop --align."
+            )
+        landmarks = manifest.landmarks[rows]
+    return manifest, rows, [manifest.paths[i] for i in rows], landmarks, warnings
+
+
+def choose_rows(n: int, config: RunSettings) -> np.ndarray:
     """Row indices to audit: all, or a seeded random subset under --quick / max_images."""
     cap = config.max_images or (QUICK_MAX_IMAGES if config.quick else None)
     if cap is None or n <= cap:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from faceaudit import __version__
-from faceaudit.audit import ReportOutcome, RunSettings
+from faceaudit.audit import ReportOutcome, RunSettings, prepare_inputs
 from faceaudit.errors import InputError
 from faceaudit.trend import (
     SCHEMA_VERSION,
@@ -49,7 +49,6 @@ from faceaudit.trend import (
     match_layers,
     model_labels,
     open_models,
-    prepare_inputs,
 )
 
 log = logging.getLogger(__name__)
@@ -196,7 +195,7 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
     if len(files) < 2:
         raise InputError(f"A comparison needs at least two models; got {len(files)}. The first is the reference.")
     labels = model_labels(files, config.labels, "model")
-    manifest, rows, paths, landmarks, warnings = prepare_inputs(config, out_dir)
+    manifest, rows, paths, landmarks, warnings = prepare_inputs(config)
     models = open_models(files, labels, backend=config.backend, backend_options=config.backend_options,
                          trust_pickle=config.trust_pickle)
     extra = ["final"] if manifest.identities is not None else []

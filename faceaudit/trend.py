@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from faceaudit import __version__
-from faceaudit.audit import ReportOutcome, RunSettings
-from faceaudit.errors import InputError, ManifestError
+from faceaudit.audit import ReportOutcome, RunSettings, prepare_inputs
+from faceaudit.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -375,27 +375,6 @@ def created_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def prepare_inputs(config: Any, out_dir: Path) -> tuple[Any, np.ndarray, list[Path], np.ndarray | None, list[str]]:
-    """Load the manifest, pick the rows (quick / max_images) and the landmarks; shared by trend and compare."""
-    from faceaudit.audit import choose_rows
-    from faceaudit.data import load_manifest
-
-    warnings: list[str] = []
-    manifest = load_manifest(config.manifest, config.attrs)
-    rows = choose_rows(len(manifest), config)
-    if len(rows) < len(manifest):
-        warnings.append(f"Used a random subset of {len(rows)} of {len(manifest)} images (seed {config.seed}).")
-    landmarks = None
-    if config.align:
-        if manifest.landmarks is None:
-            raise ManifestError(
-                f"--align needs landmark columns lm_x1, lm_y1, ..., lm_x5, lm_y5 in {config.manifest}; "
-                "add them or drop --align."
-            )
-        landmarks = manifest.landmarks[rows]
-    return manifest, rows, [manifest.paths[i] for i in rows], landmarks, warnings
-
-
 def attribute_inputs(manifest: Any, used: np.ndarray, warnings: list[str]
                      ) -> tuple[dict[str, tuple[np.ndarray, str]], np.ndarray | None, dict[str, Any] | None]:
     """The attributes to estimate (identity separately, prepared by `identity_attribute`)."""
@@ -507,7 +486,7 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
     if len(ckpts) < 2:
         raise InputError(f"A trend needs at least two checkpoints; got {len(ckpts)}. Pass them in training order.")
     labels = model_labels(ckpts, config.labels, "checkpoint")
-    manifest, rows, paths, landmarks, warnings = prepare_inputs(config, out_dir)
+    manifest, rows, paths, landmarks, warnings = prepare_inputs(config)
     models = open_models(ckpts, labels, backend=config.backend, backend_options=config.backend_options,
                          trust_pickle=config.trust_pickle)
     focus_names = select_layers(models[0], config.layer)
