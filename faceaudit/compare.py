@@ -37,16 +37,14 @@ from faceaudit.errors import InputError
 from faceaudit.trend import (
     SCHEMA_VERSION,
     Z_95,
-    attribute_inputs,
     attribute_summaries,
     created_now,
     difference,
     environment,
-    estimate_all,
     estimator_settings,
-    extract_all,
     input_dict,
     match_layers,
+    measure_models,
     model_labels,
     open_models,
 )
@@ -207,32 +205,11 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
         )
     timings["load_s"] = time.perf_counter() - t0
 
-    t = time.perf_counter()
-    cache_root = Path(config.cache_dir) if config.cache_dir else out_dir / "cache"
-    feats, ok, failed, _ = extract_all(
-        models, labels, layer_rows, paths, landmarks=landmarks, pooling=config.pooling,
-        batch_size=config.batch_size, cache_root=cache_root, strict=config.strict, progress=config.progress,
-        executor_options=config.executor_options,
-    )
-    timings["features_s"] = time.perf_counter() - t
-    used = rows[ok]
-    if len(used) < 20:
-        raise InputError(
-            f"Only {len(used)} of {len(rows)} images in {config.manifest} could be read by every model; "
-            "check the `path` column and the image files."
-        )
-    if failed:
-        warnings.append(f"{len(failed)} images could not be read by every model and were skipped.")
-
-    t = time.perf_counter()
-    attrs, identity, id_info = attribute_inputs(manifest, used, warnings)
+    m = measure_models(config, models, labels, layer_rows, manifest, rows, paths, landmarks, out_dir,
+                       what="model", timings=timings, warnings=warnings)
+    feats, failed, used = m.features, m.failed, m.used
+    identity, id_info, results = m.identity, m.identity_info, m.results
     options, max_dim = estimator_settings(config)
-    results = estimate_all(
-        feats, attrs, identity=identity, estimator=config.estimator, identity_estimator=config.identity_estimator,
-        seeds=config.n_seeds, device=config.device, seed=config.seed, max_dim=max_dim, options=options,
-        progress=config.progress,
-    )
-    timings["expressivity_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     fairness: list[dict[str, Any]] | None = []

@@ -209,13 +209,13 @@ def extract_all(models: Sequence[Any], labels: Sequence[str], layer_rows: Sequen
                 paths: Sequence[Path], *, landmarks: np.ndarray | None, pooling: str, batch_size: int,
                 cache_root: Path, strict: bool, progress: bool | None,
                 executor_options: Mapping[str, Any] | None = None,
-                ) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray, list[tuple[str, str]], dict[str, Any]]:
+                ) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray, list[tuple[str, str]]]:
     """Features of the matched layers for every model, on the rows every model could read.
 
     Why: critics of different models are compared on the same images, so rows
     are the intersection of each model's readable images. Each model's features
     are cached in its own folder under `cache_root`. Returns
-    ({label: {layer key: (n_used, dim)}}, ok mask over `paths`, failures, info).
+    ({label: {layer key: (n_used, dim)}}, ok mask over `paths`, failures).
     """
     from faceaudit.features import extract_features
 
@@ -237,13 +237,10 @@ def extract_all(models: Sequence[Any], labels: Sequence[str], layer_rows: Sequen
         for p, reason in fs.failed:
             failed.setdefault(p, reason)
     out: dict[str, dict[str, np.ndarray]] = {}
-    info: dict[str, Any] = {"cached_batches": {}, "computed_batches": {}}
     for lab, fs in zip(labels, sets):
         keep = ok[np.asarray(fs.ok, dtype=bool)]
         out[lab] = {row.key: np.asarray(fs.features[row.names[lab]])[keep] for row in layer_rows}
-        info["cached_batches"][lab] = fs.n_cached_batches
-        info["computed_batches"][lab] = fs.n_computed_batches
-    return out, ok, sorted(failed.items()), info
+    return out, ok, sorted(failed.items())
 
 
 def identity_attribute(values: np.ndarray, warnings: list[str]) -> tuple[np.ndarray, dict[str, Any]] | None:
@@ -468,6 +465,55 @@ def summarize_trend(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- run_trend
 
 
+@dataclass(frozen=True)
+class Measured:
+    """Features and expressivity of several models on the rows every model could read."""
+
+    features: dict[str, dict[str, np.ndarray]]
+    failed: list[tuple[str, str]]
+    used: np.ndarray
+    identity: np.ndarray | None
+    identity_info: dict[str, Any] | None
+    results: dict[tuple[str, str, str], Any]
+
+
+def measure_models(config: Any, models: Sequence[Any], labels: Sequence[str], layer_rows: Sequence[MatchedLayer],
+                   manifest: Any, rows: np.ndarray, paths: Sequence[Path], landmarks: np.ndarray | None,
+                   out_dir: Path, *, what: str, timings: dict[str, float], warnings: list[str]) -> Measured:
+    """Extract every model's matched layers (cached per model), then train all critics in one batched job.
+
+    The common middle of `trend` and `compare`; `what` ("checkpoint" or
+    "model") names the models in messages. Fills `timings` and `warnings`.
+    """
+    t = time.perf_counter()
+    cache_root = Path(config.cache_dir) if config.cache_dir else out_dir / "cache"
+    feats, ok, failed = extract_all(
+        models, labels, layer_rows, paths, landmarks=landmarks, pooling=config.pooling,
+        batch_size=config.batch_size, cache_root=cache_root, strict=config.strict, progress=config.progress,
+        executor_options=config.executor_options,
+    )
+    timings["features_s"] = time.perf_counter() - t
+    used = rows[ok]
+    if len(used) < 20:
+        raise InputError(
+            f"Only {len(used)} of {len(rows)} images in {config.manifest} could be read by every {what}; "
+            "check the `path` column and the image files."
+        )
+    if failed:
+        warnings.append(f"{len(failed)} images could not be read by every {what} and were skipped.")
+
+    t = time.perf_counter()
+    attrs, identity, id_info = attribute_inputs(manifest, used, warnings)
+    options, max_dim = estimator_settings(config)
+    results = estimate_all(
+        feats, attrs, identity=identity, estimator=config.estimator, identity_estimator=config.identity_estimator,
+        seeds=config.n_seeds, device=config.device, seed=config.seed, max_dim=max_dim, options=options,
+        progress=config.progress,
+    )
+    timings["expressivity_s"] = time.perf_counter() - t
+    return Measured(feats, failed, used, identity, id_info, results)
+
+
 def run_trend(config: TrendConfig) -> TrendOutcome:
     """Estimate expressivity across training checkpoints; write trend.html + trend.json into `config.out_dir`.
 
@@ -504,32 +550,11 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
         )
     timings["load_s"] = time.perf_counter() - t0
 
-    t = time.perf_counter()
-    cache_root = Path(config.cache_dir) if config.cache_dir else out_dir / "cache"
-    feats, ok, failed, info = extract_all(
-        models, labels, layer_rows, paths, landmarks=landmarks, pooling=config.pooling,
-        batch_size=config.batch_size, cache_root=cache_root, strict=config.strict, progress=config.progress,
-        executor_options=config.executor_options,
-    )
-    timings["features_s"] = time.perf_counter() - t
-    used = rows[ok]
-    if len(used) < 20:
-        raise InputError(
-            f"Only {len(used)} of {len(rows)} images in {config.manifest} could be read by every checkpoint; "
-            "check the `path` column and the image files."
-        )
-    if failed:
-        warnings.append(f"{len(failed)} images could not be read by every checkpoint and were skipped.")
-
-    t = time.perf_counter()
-    attrs, identity, id_info = attribute_inputs(manifest, used, warnings)
+    m = measure_models(config, models, labels, layer_rows, manifest, rows, paths, landmarks, out_dir,
+                       what="checkpoint", timings=timings, warnings=warnings)
+    failed, used = m.failed, m.used
+    identity, id_info, results = m.identity, m.identity_info, m.results
     options, max_dim = estimator_settings(config)
-    results = estimate_all(
-        feats, attrs, identity=identity, estimator=config.estimator, identity_estimator=config.identity_estimator,
-        seeds=config.n_seeds, device=config.device, seed=config.seed, max_dim=max_dim, options=options,
-        progress=config.progress,
-    )
-    timings["expressivity_s"] = time.perf_counter() - t
 
     attr_names = [a for a in manifest.attributes if a != "identity" or identity is not None]
     row_by_key = {r.key: r for r in layer_rows}
@@ -613,6 +638,7 @@ __all__ = [
     "TrendConfig",
     "TrendOutcome",
     "match_layers",
+    "measure_models",
     "model_labels",
     "run_demo_trend",
     "run_trend",
