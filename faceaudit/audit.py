@@ -27,7 +27,12 @@ from faceaudit.errors import FaceAuditError, InputError, ManifestError, OutputEr
 log = logging.getLogger(__name__)
 
 QUICK_MAX_IMAGES = 2000
-QUICK_MAX_STEPS = 600
+#: Faster estimator settings used with `quick=True` by run, trend, compare (and the demo's trend).
+QUICK_ESTIMATOR_OPTIONS: dict[str, Any] = {
+    "max_steps": 300, "min_steps": 50, "eval_every": 25, "patience": 3, "hidden": 32, "batch_size": 256,
+}
+#: Features are reduced to at most this many principal components with `quick=True`.
+QUICK_MAX_DIM = 16
 # MINE needs thousands of rows, not millions: larger audits are subsampled for the estimators.
 EXPRESSIVITY_MAX_ROWS = 20_000
 DEMO_ATTRS = "age,sex,yaw,skin_tone"
@@ -61,6 +66,7 @@ class RunSettings:
     seed: int = 0
     trust_pickle: bool = False
     max_images: int | None = None
+    max_dim: int | None = None
     executor_options: Mapping[str, Any] = field(default_factory=dict)
     progress: bool | None = None
 
@@ -180,9 +186,9 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         )
     attributes = {name: (attr.values[used[sub]], attr.kind) for name, attr in manifest.attributes.items()}
     est_features = {name: arr[sub] for name, arr in feats.features.items()} if len(sub) < len(used) else feats.features
-    est_options: dict[str, Any] = dict(config.estimator_options)
-    if config.quick:
-        est_options.setdefault("max_steps", QUICK_MAX_STEPS)
+    est_options, max_dim = estimator_settings(config)
+    if max_dim is not None:
+        est_options["max_dim"] = max_dim
     results = estimate_many(
         est_features, attributes, estimator=config.estimator, seeds=config.n_seeds,
         device=config.device, seed=config.seed, progress=config.progress, **est_options,
@@ -229,7 +235,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             "device": config.device,
             "target_fmr": config.target_fmr,
             "pooling": config.pooling,
-            "max_dim": None,
+            "max_dim": max_dim,
             "expressivity_max_rows": config.expressivity_max_rows,
             "expressivity_n_rows": int(len(sub)),
             "executor": config.executor_options.get("executor", "local"),
@@ -269,6 +275,14 @@ def prepare_inputs(config: RunSettings) -> tuple[Any, np.ndarray, list[Path], np
             )
         landmarks = manifest.landmarks[rows]
     return manifest, rows, [manifest.paths[i] for i in rows], landmarks, warnings
+
+
+def estimator_settings(config: RunSettings) -> tuple[dict[str, Any], int | None]:
+    """Estimator options and max_dim in effect: the quick preset, then the user's options on top."""
+    options: dict[str, Any] = dict(QUICK_ESTIMATOR_OPTIONS) if config.quick else {}
+    options.update(dict(config.estimator_options))
+    max_dim = config.max_dim if config.max_dim is not None else (QUICK_MAX_DIM if config.quick else None)
+    return options, max_dim
 
 
 def choose_rows(n: int, config: RunSettings) -> np.ndarray:

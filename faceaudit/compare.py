@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from faceaudit import __version__
-from faceaudit.audit import ReportOutcome, RunSettings, prepare_inputs
+from faceaudit.audit import ReportOutcome, RunSettings, estimator_settings, prepare_inputs
 from faceaudit.errors import InputError
 from faceaudit.trend import (
     SCHEMA_VERSION,
@@ -41,7 +41,6 @@ from faceaudit.trend import (
     created_now,
     difference,
     environment,
-    estimator_settings,
     input_dict,
     match_layers,
     measure_models,
@@ -66,7 +65,6 @@ class CompareConfig(RunSettings):
     target_fmr: float = 1e-3
     fairness_attrs: Sequence[str] | None = None
     out_dir: Path = Path("faceaudit-compare")
-    max_dim: int | None = None
     z: float = Z_95
 
 

@@ -239,7 +239,9 @@ class RayShardRun:
                 },
                 **remote,
             )
-            batches = ds.iter_batches(batch_size=None, batch_format="pyarrow")
+            # no prefetch thread: an interrupted run (error, Ctrl-C) then stops the executor in this thread,
+            # before ray.shutdown(), instead of a background thread touching a shut-down worker
+            batches = ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0)
             for out in batches:
                 for rec in out.to_pylist():
                     if rec["fatal"]:

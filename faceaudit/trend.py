@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from faceaudit import __version__
-from faceaudit.audit import ReportOutcome, RunSettings, prepare_inputs
+from faceaudit.audit import ReportOutcome, RunSettings, estimator_settings, prepare_inputs
 from faceaudit.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,6 @@ MIN_MEDIAN_IMAGES_PER_IDENTITY = 5
 #: torch threads for critic training on CPU: the critics are tiny, so intra-op threads add only overhead, and on a
 #: busy machine they spin (measured 45 s with 2 threads vs 1.5 s with 1 for the same 12 critics on 2 shared cores).
 CRITIC_CPU_THREADS: int | None = 1
-#: Faster estimator settings used with `quick=True` (and by the demo's trend).
-QUICK_ESTIMATOR_OPTIONS: dict[str, Any] = {
-    "max_steps": 300, "min_steps": 50, "eval_every": 25, "patience": 3, "hidden": 32, "batch_size": 256,
-}
-#: Features are reduced to at most this many principal components with `quick=True`.
-QUICK_MAX_DIM = 16
 
 
 # --------------------------------------------------------------------------- config and outcome
@@ -71,7 +65,6 @@ class TrendConfig(RunSettings):
     layer: str = "final"
     identity_estimator: str = "entropy"
     out_dir: Path = Path("faceaudit-trend")
-    max_dim: int | None = None
     z: float = Z_95
     demo: bool = False
 
@@ -386,14 +379,6 @@ def attribute_inputs(manifest: Any, used: np.ndarray, warnings: list[str]
             continue
         attrs[name] = (attr.values[used], attr.kind)
     return attrs, identity, id_info
-
-
-def estimator_settings(config: Any) -> tuple[dict[str, Any], int | None]:
-    """Estimator options and max_dim in effect (quick presets, then the user's options on top)."""
-    options: dict[str, Any] = dict(QUICK_ESTIMATOR_OPTIONS) if config.quick else {}
-    options.update(dict(config.estimator_options))
-    max_dim = config.max_dim if config.max_dim is not None else (QUICK_MAX_DIM if config.quick else None)
-    return options, max_dim
 
 
 def input_dict(spec: Any) -> dict[str, Any]:
