@@ -1,6 +1,6 @@
 """Speed of batched expressivity (estimate_many) against a one-at-a-time loop of the same estimator.
 
-Run: python benchmarks/bench_expressivity_speed.py [--quick] [--threads 1]
+Run: python benchmarks/bench_expressivity_speed.py [--quick] [--threads N] [--loop-threads N]
 
 Workload (default): 5 layers x 3 attributes (2 continuous, 1 categorical) x 3 seeds,
 plus one permutation null per pair, n = 10,000 rows, d = 512 features per layer,
@@ -8,6 +8,9 @@ default estimator settings. "batched" trains all critics of one attribute kind a
 single stack (batched matmuls); "one at a time" trains the same critics one by one
 (estimate_many(..., batched=False)), with the same seeds, so the numbers agree.
 Prints both wall times, the ratio, and the largest difference between the two results.
+Both use torch's default thread count (all cores) unless --threads is given; a loop of
+single critics gains nothing from a second thread (its matmuls are too small), so
+--loop-threads 1 times the loop at its own best setting for a stricter baseline.
 """
 
 from __future__ import annotations
@@ -38,10 +41,14 @@ def workload(n: int, d: int, layers: int, seed: int = 0):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="n=2,000, 2 layers, max_steps=300")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    ap.add_argument("--loop-threads", type=int, default=None, help="torch threads for the one-at-a-time loop")
     ap.add_argument("--max-steps", type=int, default=None, help="cap training steps (shorter run, same workload)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    loop_threads = args.loop_threads or threads
     n, layers, opts = (2000, 2, {"max_steps": 300}) if args.quick else (10_000, 5, {})
     if args.max_steps:
         opts = {"max_steps": args.max_steps}
@@ -49,11 +56,12 @@ def main() -> None:
     seeds = 3
     n_critics = layers * len(attrs) * (seeds + 1)
     print(f"{layers} layers x {len(attrs)} attributes x {seeds} seeds (+1 null each) = {n_critics} critics; "
-          f"n={n}, d=512, threads={args.threads}, options={opts}")
+          f"n={n}, d=512, threads={threads} (loop: {loop_threads}), options={opts}")
     t0 = time.time()
     a = estimate_many(feats, attrs, seeds=seeds, device="cpu", progress=False, batched=True, **opts)
     tb = time.time() - t0
     print(f"batched       : {tb:8.1f} s", flush=True)
+    torch.set_num_threads(loop_threads)
     t0 = time.time()
     b = estimate_many(feats, attrs, seeds=seeds, device="cpu", progress=False, batched=False, **opts)
     tl = time.time() - t0

@@ -349,13 +349,14 @@ def evaluate(
             neg = torch.full_like(mm, -math.inf)
             row_lse = torch.logsumexp(torch.where(valid, tm, neg), -1) - torch.log(n_off)
             rows_l.append(row_lse)
-            vn = cols_valid[:, None, :].expand_as(mm)
-            nce_l.append(torch.logsumexp(torch.where(vn, mm, neg), -1) - torch.log(ncols.float())[:, None])
+            if est.contrastive:  # the InfoNCE term: each row against all columns, its own pair included
+                vn = cols_valid[:, None, :].expand_as(mm)
+                nce_l.append(torch.logsumexp(torch.where(vn, mm, neg), -1) - torch.log(ncols.float())[:, None])
             if need_col:
                 rmask = mask[:, s:e, None]
                 col_acc = torch.logaddexp(col_acc, torch.logsumexp(torch.where(valid & rmask, tm, neg), 1))
         row = torch.cat(rows_l, 1)
-        row_nce = torch.cat(nce_l, 1)
+        row_nce = torch.cat(nce_l, 1) if est.contrastive else row
         if need_col:
             col_full = torch.full((G, m), -math.inf, device=X.device)
             col_full[:, :c] = col_acc - torch.log((n_valid.float() - 1).clamp(min=1))[:, None]
