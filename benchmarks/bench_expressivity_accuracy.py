@@ -1,6 +1,6 @@
 """Accuracy of faceaudit's default expressivity estimator against known mutual information.
 
-Run: python benchmarks/bench_expressivity_accuracy.py [--quick] [--n 5000] [--threads 1]
+Run: python benchmarks/bench_expressivity_accuracy.py [--quick] [--n 5000] [--threads 1] [--option KEY=VALUE]
 
 Prints, per task: the true MI (nats), the default estimate (estimator "mine", 3 seeds,
 held-out, PCA to 64 dims) with its 95% CI and relative error, and a plain-MINE baseline
@@ -222,17 +222,32 @@ def plain_mine(x, y, kind, seed=0, steps=3000, batch=500, lr=1e-4, ema=0.01):
     return float(tj - tm)
 
 
+def _literal(text: str):
+    """'4000' -> 4000, '1e-3' -> 0.001, 'None' -> None, anything else stays a string."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a short subset (n=3000 unless --n given)")
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE",
+        help="estimator option to try instead of its default, e.g. --option max_steps=4000 (repeatable)",
+    )
     args = ap.parse_args()
+    options = {k: _literal(v) for k, v in (o.split("=", 1) for o in args.option)}
     torch.set_num_threads(args.threads)
     n = args.n or (3000 if args.quick else 5000)
     tasks = make_tasks(n, args.quick)
-    print(f"n={n}; default estimator: mine, 3 seeds, held-out test rows, max_dim=64")
+    print(f"n={n}; default estimator: mine, 3 seeds, held-out test rows, max_dim=64; options {options or 'default'}")
     hdr = f"{'task':44s} {'truth':>7s} {'estimate':>8s} {'95% CI':>17s} {'err%':>7s} {'cover':>5s} {'null':>7s} {'s':>5s} | {'plain':>7s} {'err%':>7s} {'s':>5s}"
     print(hdr)
     print("-" * len(hdr))
@@ -240,7 +255,7 @@ def main() -> None:
     for name, truth, _se, build in tasks:
         x, y, kind = build(2024)
         t0 = time.time()
-        r = estimate_expressivity(x, y, kind=kind, progress=False)
+        r = estimate_expressivity(x, y, kind=kind, progress=False, **options)
         t1 = time.time() - t0
         if args.no_baseline:
             b, t2 = float("nan"), 0.0
