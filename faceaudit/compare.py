@@ -41,6 +41,7 @@ from faceaudit.trend import (
     created_now,
     difference,
     environment,
+    expressivity_entries,
     input_dict,
     match_layers,
     measure_models,
@@ -230,14 +231,7 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
     timings["fairness_s"] = time.perf_counter() - t
 
     attr_names = [a for a in manifest.attributes if a != "identity" or identity is not None]
-    row_by_key = {r.key: r for r in layer_rows}
-    expressivity = [
-        {"model": lab, "layer": lkey, "layer_name": row_by_key[lkey].names[lab], "attribute": a, **r.to_dict()}
-        for (lab, lkey, a), r in sorted(
-            results.items(),
-            key=lambda kv: (attr_names.index(kv[0][2]), row_by_key[kv[0][1]].depth, labels.index(kv[0][0])),
-        )
-    ]
+    expressivity = expressivity_entries(results, attr_names, layer_rows, labels, what="model")
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": "compare",

@@ -499,6 +499,19 @@ def measure_models(config: Any, models: Sequence[Any], labels: Sequence[str], la
     return Measured(feats, failed, used, identity, id_info, results)
 
 
+def expressivity_entries(results: Mapping[tuple[str, str, str], Any], attr_names: Sequence[str],
+                         layer_rows: Sequence[MatchedLayer], labels: Sequence[str], *, what: str) -> list[dict[str, Any]]:
+    """The report's expressivity rows, ordered by attribute, layer depth, then model; `what` names the model key."""
+    row_by_key = {r.key: r for r in layer_rows}
+    return [
+        {what: lab, "layer": lkey, "layer_name": row_by_key[lkey].names[lab], "attribute": a, **r.to_dict()}
+        for (lab, lkey, a), r in sorted(
+            results.items(),
+            key=lambda kv: (attr_names.index(kv[0][2]), row_by_key[kv[0][1]].depth, labels.index(kv[0][0])),
+        )
+    ]
+
+
 def run_trend(config: TrendConfig) -> TrendOutcome:
     """Estimate expressivity across training checkpoints; write trend.html + trend.json into `config.out_dir`.
 
@@ -542,14 +555,7 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
     options, max_dim = estimator_settings(config)
 
     attr_names = [a for a in manifest.attributes if a != "identity" or identity is not None]
-    row_by_key = {r.key: r for r in layer_rows}
-    expressivity = [
-        {"checkpoint": lab, "layer": lkey, "layer_name": row_by_key[lkey].names[lab], "attribute": a, **r.to_dict()}
-        for (lab, lkey, a), r in sorted(
-            results.items(),
-            key=lambda kv: (attr_names.index(kv[0][2]), row_by_key[kv[0][1]].depth, labels.index(kv[0][0])),
-        )
-    ]
+    expressivity = expressivity_entries(results, attr_names, layer_rows, labels, what="checkpoint")
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": "trend",
