@@ -68,6 +68,32 @@ def _executor_flags(func: Any) -> Any:
     return func
 
 
+def _multi_model_flags(what: str) -> Any:
+    """--quick ... --strict, shared by trend and compare; `what` names one model in the help."""
+    options = [
+        click.option("--quick", is_flag=True, help="Fast preset: one seed, shorter critic training, "
+                     "16 principal components, at most 2,000 images."),
+        click.option("--pooling", default="avg", show_default=True,
+                     help="Feature map to vector: avg, max, gridK, flatten."),
+        click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1)),
+        click.option("--align/--no-align", default=False, show_default=True,
+                     help="Align each image from its 5 landmarks first."),
+        click.option("--backend", default=None, help="Backend name (default: chosen from each file's suffix)."),
+        click.option("--cache-dir", default=None, type=click.Path(path_type=Path),
+                     help=f"Feature cache, one folder per {what} [default: OUT/cache]."),
+        click.option("--max-images", default=None, type=click.IntRange(20),
+                     help="Use a random subset of this many images."),
+        click.option("--strict", is_flag=True, help="Fail on the first unreadable image instead of skipping it."),
+    ]
+
+    def apply(func: Any) -> Any:
+        for option in reversed(options):  # applied bottom-up, so --help lists them in this order
+            func = option(func)
+        return func
+
+    return apply
+
+
 def _executor_options(executor: str, ray_address: str | None, ray_actors: int | None) -> dict[str, Any]:
     if executor == "local":
         return {}
@@ -214,17 +240,7 @@ Examples:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, or cuda[:N].")
 @click.option("--out", "out_dir", default=Path("faceaudit-trend"), show_default=True,
               type=click.Path(path_type=Path), help="Output folder for trend.html and trend.json.")
-@click.option("--quick", is_flag=True,
-              help="Fast preset: one seed, shorter critic training, 16 principal components, at most 2,000 images.")
-@click.option("--pooling", default="avg", show_default=True, help="Feature map to vector: avg, max, gridK, flatten.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--align/--no-align", default=False, show_default=True,
-              help="Align each image from its 5 landmarks first.")
-@click.option("--backend", default=None, help="Backend name (default: chosen from each file's suffix).")
-@click.option("--cache-dir", default=None, type=click.Path(path_type=Path),
-              help="Feature cache, one folder per checkpoint [default: OUT/cache].")
-@click.option("--max-images", default=None, type=click.IntRange(20), help="Use a random subset of this many images.")
-@click.option("--strict", is_flag=True, help="Fail on the first unreadable image instead of skipping it.")
+@_multi_model_flags("checkpoint")
 @click.option("--seed", default=0, show_default=True, help="Seed for subsets, splits and critics.")
 @click.option("--trust-pickle", is_flag=True, help="DANGEROUS: allow full-pickle PyTorch files.")
 @_executor_flags
@@ -285,17 +301,7 @@ Examples:
               help="A difference counts when it exceeds z x sqrt(se_a^2 + se_b^2).")
 @click.option("--out", "out_dir", default=Path("faceaudit-compare"), show_default=True,
               type=click.Path(path_type=Path), help="Output folder for compare.html and compare.json.")
-@click.option("--quick", is_flag=True,
-              help="Fast preset: one seed, shorter critic training, 16 principal components, at most 2,000 images.")
-@click.option("--pooling", default="avg", show_default=True, help="Feature map to vector: avg, max, gridK, flatten.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--align/--no-align", default=False, show_default=True,
-              help="Align each image from its 5 landmarks first.")
-@click.option("--backend", default=None, help="Backend name (default: chosen from each file's suffix).")
-@click.option("--cache-dir", default=None, type=click.Path(path_type=Path),
-              help="Feature cache, one folder per model [default: OUT/cache].")
-@click.option("--max-images", default=None, type=click.IntRange(20), help="Use a random subset of this many images.")
-@click.option("--strict", is_flag=True, help="Fail on the first unreadable image instead of skipping it.")
+@_multi_model_flags("model")
 @click.option("--seed", default=0, show_default=True, help="Seed for subsets, splits, critics, pairs and bootstrap.")
 @click.option("--trust-pickle", is_flag=True, help="DANGEROUS: allow full-pickle PyTorch files.")
 @_executor_flags

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Generator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -241,7 +242,9 @@ class RayShardRun:
             )
             # no prefetch thread: an interrupted run (error, Ctrl-C) then stops the executor in this thread,
             # before ray.shutdown(), instead of a background thread touching a shut-down worker
-            batches = ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0)
+            # an explicit iterator, closed in `finally`: Ray Data releases its executor and prefetch threads
+            # only when the iterator is closed, and that must happen before ray.shutdown()
+            batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0))
             for out in batches:
                 for rec in out.to_pylist():
                     if rec["fatal"]:
@@ -258,13 +261,32 @@ class RayShardRun:
                     yield int(rec["shard"]), table
         finally:
             if batches is not None:
-                close = getattr(batches, "close", None)
-                if close is not None:
-                    close()
+                batches.close()
             for k, v in saved.items():
                 setattr(ctx, k, v)
             if started:
+                _join_ray_data_threads()
                 ray.shutdown()
+
+
+# Ray Data threads that call into the Ray worker, with how long to wait for each (s). A "Prefetcher"
+# parks until it is handed blocks and its own ray.wait does not block, so it gets a short grace only.
+_RAY_DATA_THREADS = {"StreamingExecutor-": 30.0, "ray-data-metadata-prefetch": 30.0, "iter_threaded": 30.0,
+                     "Prefetcher": 0.5}
+
+
+def _join_ray_data_threads() -> None:
+    """Wait for Ray Data's background threads before ray.shutdown().
+
+    When a run is cut short, closing the batch iterator only asks these threads
+    to stop; one that is still fetching after ray.shutdown() touches the shut-down
+    worker, and Ray then ends the whole process. Joining them first keeps an
+    interrupted run an ordinary exception.
+    """
+    for thread in threading.enumerate():
+        for prefix, wait_s in _RAY_DATA_THREADS.items():
+            if thread is not threading.current_thread() and thread.name.startswith(prefix):
+                thread.join(wait_s)
 
 
 def run_shards(
