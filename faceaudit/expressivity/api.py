@@ -2,12 +2,14 @@
 
 The procedure behind every number: validate the inputs; standardise the
 features and reduce them to at most ``max_dim`` principal components;
-standardise a continuous attribute; for each of ``seeds`` seeds draw a
-train / validation / test split, train a critic with early stopping on the
-validation bound and report its bound on the test rows; average the seeds,
-form a 95% interval from the spread of seeds and the test-row standard
-errors; repeat the whole procedure on a permuted attribute (the null); and
-attach a warning for every reason not to trust the number.
+standardise a continuous attribute; hold out one set of test rows per
+attribute; for each of ``seeds`` seeds draw a train / validation split of the
+other rows, train a critic with early stopping on the validation bound; report
+the bound of the seeds' averaged critic on the test rows (at least the mean of
+their own bounds, the bounds being concave in the critic); form a 95% interval
+from the spread of the seeds and the test rows' standard error; repeat on a
+permuted attribute (the null); and attach a warning for every reason not to
+trust the number.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from faceaudit.errors import InputError, PluginError
 from faceaudit.expressivity.estimators import NeuralEstimator
 from faceaudit.expressivity.reduction import DEFAULT_MAX_DIM, reduce_features
 from faceaudit.expressivity.result import ExpressivityResult
-from faceaudit.expressivity.training import Fit, Job, resolve_device, train_jobs
+from faceaudit.expressivity.training import Fit, Job, evaluate_ensemble, resolve_device, train_jobs
 from faceaudit.expressivity.validation import CleanPair, check_attribute, check_features
 from faceaudit.registry import ESTIMATORS, list_plugins, load_plugin
 
@@ -141,15 +143,17 @@ def estimate_many(
             y = cp.y
             n_classes = len(cp.classes)
         perm = np.random.default_rng([int(seed), 4242, ai]).permutation(len(y))
+        test_seed = _job_seed(seed, 20_000, ai)
         for lname in feats:
             xr = reduced[lname][0]
-            for s in range(seeds):
-                jobs.append(Job(xr, lname, cp.rows, y, n_classes, _job_seed(seed, s)))
+            for s in range(seeds):  # the seeds share their test rows, so their critics can be averaged there
+                jobs.append(Job(xr, lname, cp.rows, y, n_classes, _job_seed(seed, s), test_seed))
                 keys.append((lname, aname, s))
             if null:
                 jobs.append(Job(xr, lname, cp.rows, y[perm], n_classes, _job_seed(seed, 10_000)))
                 keys.append((lname, aname, _NULL_TAG))
 
+    job_of = dict(zip(keys, jobs))
     fits: dict[tuple[str, str, int | str], Fit] = {}
     for continuous in (True, False):
         sel = [i for i, j in enumerate(jobs) if (j.n_classes == 0) == continuous]
@@ -170,8 +174,11 @@ def estimate_many(
         for lname in feats:
             seed_fits = [fits[(lname, aname, s)] for s in range(seeds)]
             null_fit = fits.get((lname, aname, _NULL_TAG))
+            ens = None
+            if est.family == "critic" and seeds > 1:
+                ens = evaluate_ensemble(est, seed_fits, job_of[(lname, aname, 0)], dev)
             results[(lname, aname)] = _assemble(
-                est, kind, cp, seed_fits, null_fit, reduced[lname][1], feats[lname].shape[1]
+                est, kind, cp, seed_fits, null_fit, reduced[lname][1], feats[lname].shape[1], ens
             )
     return results
 
@@ -184,13 +191,19 @@ def _assemble(
     null_fit: Fit | None,
     reduced_dim: int | None,
     d: int,
+    ensemble: tuple[float, float] | None = None,
 ) -> ExpressivityResult:
     vals = np.array([f.value for f in fits], dtype=np.float64)
     ses = np.array([f.se for f in fits], dtype=np.float64)
     S = len(vals)
-    raw = float(vals.mean())
     sd = float(vals.std(ddof=1)) if S > 1 else 0.0
-    se = math.sqrt(sd**2 / S + float((ses**2).mean()) / S)
+    # The seeds share their test rows: their spread is training randomness only, and the test
+    # rows' sampling error is common to all of them (it does not shrink with S).
+    if ensemble is not None:
+        raw, test_se = ensemble
+    else:
+        raw, test_se = float(vals.mean()), math.sqrt(float((ses**2).mean()))
+    se = math.sqrt(sd**2 / S + test_se**2)
     mi = max(raw, 0.0)
     ci_low = max(0.0, raw - 1.96 * se)
     ci_high = max(0.0, raw + 1.96 * se)

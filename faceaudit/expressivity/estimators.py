@@ -38,11 +38,13 @@ _DEFAULTS: dict[str, Any] = {
     "hidden": 32,  # width of the two hidden layers of the feature encoder (64 is no more accurate, and slower)
     "embed": 16,  # width of the critic's inner product
     "y_hidden": 32,  # width of the attribute branch (continuous)
-    "lr": 1e-3,  # Adam learning rate
+    "lr": 1e-3,  # Adam learning rate at the start (lowered on plateaus, see lr_decay)
     "weight_decay": 0.0,
     "batch_size": 512,  # rows per step; all pairs of a batch feed the marginal term
     "max_steps": 4000,  # nonlinear, high-MI relations keep improving past 2,000 steps
     "min_steps": 200,
+    "lr_decay": 0.3,  # factor applied to a critic's learning rate when its validation bound stops improving
+    "lr_decays": 2,  # how many times; after the last, `patience` evaluations without improvement stop it
     "eval_every": 50,  # steps between validation evaluations
     "patience": 12,  # evaluations without improvement before stopping (the validation bound is noisy)
     "min_delta": 1e-4,  # nats
@@ -78,6 +80,11 @@ class NeuralEstimator:
         for k in ("hidden", "embed", "batch_size", "max_steps", "eval_every", "patience"):
             if int(getattr(self, k)) < 1:
                 raise InputError(f"option {k}={getattr(self, k)} must be a positive integer.")
+        if not 0.0 < float(self.lr_decay) <= 1.0 or int(self.lr_decays) < 0:
+            raise InputError(
+                f"lr_decay={self.lr_decay} must be in (0, 1] and lr_decays={self.lr_decays} a non-negative integer "
+                "(lr_decays=0 keeps the learning rate fixed)."
+            )
         mc = merged.get("marginal_cols")
         if mc is not None and int(mc) < 2:
             raise InputError(f"option marginal_cols={mc} must be an integer >= 2, or None (all pairs of a batch).")

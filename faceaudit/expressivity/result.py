@@ -19,7 +19,9 @@ class ExpressivityResult:
     """Mutual information (nats) between a layer's features and an attribute, with its uncertainty.
 
     ``mi`` is the held-out estimate averaged over seeds and clipped at 0 (``raw_mi``
-    keeps the unclipped value); ``ci_low``/``ci_high`` a 95% interval; ``null_mi`` the
+    keeps the unclipped value): for the variational bounds, the bound of the seeds'
+    averaged critic on their shared test rows; ``seeds_mi`` the seeds' own bounds
+    there; ``ci_low``/``ci_high`` a 95% interval; ``null_mi`` the
     same procedure run on a permuted attribute (what "no information" looks like);
     ``normalized`` is I/H(Y) (categorical) or Linfoot's sqrt(1-exp(-2I)) (continuous).
     """

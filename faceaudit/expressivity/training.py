@@ -41,6 +41,7 @@ class Job:
     y: np.ndarray  # (len(rows),): standardised float (continuous) or int codes (categorical)
     n_classes: int  # 0 for a continuous attribute
     seed: int
+    test_seed: int | None = None  # draws the test rows (shared by the seeds of one layer x attribute); None: `seed`
 
 
 @dataclass
@@ -58,6 +59,8 @@ class Fit:
     curve_step: list[int] = field(default_factory=list)
     curve_train: list[float] = field(default_factory=list)
     curve_val: list[float] = field(default_factory=list)
+    test_rows: np.ndarray | None = None  # rows of the layer array the value was computed on
+    params: dict[str, Tensor] | None = None  # the best critic (CPU, unpadded), for evaluate_ensemble
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -69,12 +72,18 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def _split(n: int, seed: int, heldout: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng([int(seed), 1])
-    perm = rng.permutation(n)
+def _split(
+    n: int, seed: int, heldout: float, test_seed: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, validation, test) positions; the test rows come from `test_seed` when given,
+    so that several seeds can share them (and their critics be averaged on them)."""
     n_test = max(10, int(round(n * heldout / 2)))
     n_val = max(10, int(round(n * heldout / 2)))
-    return perm[n_test + n_val :], perm[n_test : n_test + n_val], perm[:n_test]
+    perm = np.random.default_rng([int(seed if test_seed is None else test_seed), 1]).permutation(n)
+    test, rest = perm[:n_test], perm[n_test:]
+    if test_seed is not None and test_seed != seed:
+        rest = rest[np.random.default_rng([int(seed), 3]).permutation(len(rest))]
+    return rest[n_val:], rest[:n_val], test
 
 
 class _Batcher:
@@ -153,7 +162,7 @@ def train_jobs(
         )
     Y = Y.to(dev)
     # ---- splits (rows of the layer array)
-    splits = [_split(len(j.rows), j.seed, cfg.heldout) for j in jobs]
+    splits = [_split(len(j.rows), j.seed, cfg.heldout, j.test_seed) for j in jobs]
     train_rows = [j.rows[s[0]] for j, s in zip(jobs, splits)]
     val_rows = [j.rows[s[1]] for j, s in zip(jobs, splits)]
     test_rows = [j.rows[s[2]] for j, s in zip(jobs, splits)]
@@ -184,6 +193,11 @@ def train_jobs(
     best_step = np.zeros(G, dtype=np.int64)
     active = np.ones(G, dtype=bool)
     stale = np.zeros(G, dtype=np.int64)
+    # per-critic learning-rate decay on a plateau of the validation bound: Adam's step is linear in
+    # lr, so scaling each critic's parameter change by its factor is Adam with a per-critic lr
+    lr_scale = torch.ones(G, device=dev)
+    decays_left = np.full(G, int(cfg.lr_decays), dtype=np.int64)
+    decay_after = max(1, int(cfg.patience) // 2)
     curves: list[tuple[list[int], list[float], list[float]]] = [([], [], []) for _ in range(G)]
     steps_run = np.zeros(G, dtype=np.int64)
     batcher = _Batcher(train_rows, [j.seed for j in jobs], batch)
@@ -224,7 +238,15 @@ def train_jobs(
             if not full:  # no momentum drift for stopped critics
                 for v in params.values():
                     v.grad.index_fill_(0, torch.from_numpy(np.flatnonzero(~active)).to(dev), 0.0)
-            opt.step()
+            if (lr_scale != 1).any():
+                before = {k: v.detach().clone() for k, v in params.items()}
+                opt.step()
+                with torch.no_grad():
+                    for k, v in params.items():
+                        m = lr_scale.view(-1, *([1] * (v.dim() - 1)))
+                        v.copy_(before[k] + m * (v - before[k]))
+            else:
+                opt.step()
             step += 1
             steps_run[active] = step
             train_acc[act] += value.detach()
@@ -254,6 +276,11 @@ def train_jobs(
                     best_step[improved] = step
                 stale[improved] = 0
                 stale[~improved & active] += 1
+                decay = active & (stale >= decay_after) & (decays_left > 0)
+                if decay.any():
+                    lr_scale = torch.where(torch.from_numpy(decay).to(dev), lr_scale * float(cfg.lr_decay), lr_scale)
+                    decays_left[decay] -= 1
+                    stale[decay] = 0
                 done = active & (stale >= cfg.patience) & (step >= cfg.min_steps)
                 active &= ~done
     finally:
@@ -276,9 +303,55 @@ def train_jobs(
                 value=_finite(tv[g]), se=_finite(tse[g]), train_value=_finite(trv[g]), val_best=_finite(bv[g]),
                 best_step=int(best_step[g]), steps_run=int(steps_run[g]), converged=bool(converged[g]),
                 n_test=len(test_rows[g]), curve_step=curves[g][0], curve_train=curves[g][1], curve_val=curves[g][2],
+                test_rows=test_rows[g], params=_unpad(best, g, jobs[g]),
             )
         )
     return out
+
+
+def _unpad(params: dict[str, Tensor], g: int, job: Job) -> dict[str, Tensor]:
+    """Critic `g` of a stack, cut back to its own input width and class count."""
+    out = {}
+    for k, v in params.items():
+        v = v[g].detach().cpu()
+        if k == "W1":
+            v = v[: job.x.shape[1]]
+        elif k == "E" and job.n_classes:
+            v = v[: job.n_classes]
+        elif k == "eb" and job.n_classes:
+            v = v[:, : job.n_classes]
+        out[k] = v.clone()
+    return out
+
+
+def evaluate_ensemble(est: "NeuralEstimator", fits: list[Fit], job: Job, device: str | torch.device = "cpu"
+                      ) -> tuple[float, float]:
+    """Bound and standard error of the averaged critic T = mean_s T_s on the test rows the `fits` share.
+
+    The Donsker-Varadhan, NWJ and InfoNCE bounds are concave in the critic, so on
+    the same rows the averaged critic's bound is at least the mean of the seeds'
+    bounds: averaging seeds at the critic level gives a tighter lower bound than
+    averaging their numbers. `job` supplies the features and attribute.
+    """
+    dev = resolve_device(device)
+    rows = fits[0].test_rows
+    if rows is None or any(f.test_rows is None or not np.array_equal(f.test_rows, rows) for f in fits):
+        raise ValueError("evaluate_ensemble needs fits that share their test rows")
+    S = len(fits)
+    continuous = job.n_classes == 0
+    params = {k: torch.stack([f.params[k] for f in fits]).to(dev) for k in fits[0].params}  # type: ignore[index]
+    X = torch.from_numpy(np.ascontiguousarray(job.x, dtype=np.float32)).to(dev)[None]
+    n_rows = job.x.shape[0]
+    yv = np.zeros(n_rows, dtype=np.float32 if continuous else np.int64)
+    yv[job.rows] = job.y
+    Y = torch.from_numpy(yv).to(dev)[None].expand(S, -1)
+    idx = torch.from_numpy(rows.astype(np.int64)).to(dev)[None].expand(S, -1)
+    mask = torch.ones_like(idx, dtype=torch.bool)
+    aux = {} if continuous else {"class_valid": torch.ones((S, 1, job.n_classes), dtype=torch.bool, device=dev)}
+    with torch.no_grad():
+        v, se = evaluate(est, params, X, torch.zeros(S, dtype=torch.long, device=dev), Y, idx, mask, continuous,
+                         aux, max_cols=None, which="test", ensemble=True)
+    return _finite(float(v[0])), _finite(float(se[0]))
 
 
 def _finite(v: float) -> float:
@@ -298,22 +371,30 @@ def evaluate(
     *,
     max_cols: int | None,
     which: str,
+    ensemble: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The estimator's bound (G,) and its standard error on the rows `idx` (padded, `mask`).
 
     The whole set is used, not a minibatch: for a continuous attribute the
     marginal term averages over all pairs (x_i, y_j), i != j (or over the first
-    `max_cols` y_j), evaluated in row chunks to bound memory.
+    `max_cols` y_j), evaluated in row chunks to bound memory. With `ensemble`
+    the G critics (which must share `idx`) are averaged into one and (1,) is returned.
     """
     G, m = idx.shape
     xs = X[layer_of[:, None], idx]
     ys = Y.gather(1, idx)
     f = critics.encode(params, xs)
     if est.family == "conditional":
+        if ensemble:
+            raise ValueError(f"the {est.name!r} estimator has no critic to average")
         return est.heldout_conditional(f, ys, mask, continuous, aux, idx, which)
+    pool = (lambda t: t.mean(0, keepdim=True)) if ensemble else (lambda t: t)  # noqa: E731
+    if ensemble:
+        G, mask, aux = 1, mask[:1], {k: v[:1] for k, v in aux.items()}
     maskf = mask.float()
     if not continuous:
-        logits = critics.soft_cap(critics.class_logits(params, f), est.cap)
+        logits = pool(critics.soft_cap(critics.class_logits(params, f), est.cap))
+        ys = ys[:G]
         t_pos = logits.gather(-1, ys.unsqueeze(-1)).squeeze(-1)
         counts = torch.zeros((G, logits.shape[-1]), device=X.device)
         counts.scatter_add_(1, ys, maskf)
@@ -327,19 +408,19 @@ def evaluate(
         col = colc.gather(1, ys)
     else:
         g = critics.embed_y(params, ys)
-        t_pos = critics.soft_cap((f * g).sum(-1), est.cap)
+        t_pos = pool(critics.soft_cap((f * g).sum(-1), est.cap))
         n_valid = mask.sum(1)
         ncols = n_valid if max_cols is None else torch.clamp(n_valid, max=max_cols)
         c = int(ncols.max())
         gc = g[:, :c]
         cols_valid = torch.arange(c, device=X.device)[None, :] < ncols[:, None]  # (G, c)
         need_col = which != "val"  # the column terms enter the standard error only, unused for early stopping
-        r = max(1, _CHUNK_ELEMS // max(1, G * c))
+        r = max(1, _CHUNK_ELEMS // max(1, f.shape[0] * c))
         rows_l, nce_l = [], []
         col_acc = torch.full((G, c), -math.inf, device=X.device)
         for s in range(0, m, r):
             e = min(m, s + r)
-            mm = critics.soft_cap(torch.bmm(f[:, s:e], gc.transpose(1, 2)), est.cap)  # (G, r, c)
+            mm = pool(critics.soft_cap(torch.bmm(f[:, s:e], gc.transpose(1, 2)), est.cap))  # (G, r, c)
             ii = torch.arange(s, e, device=X.device)[:, None]
             jj = torch.arange(c, device=X.device)[None, :]
             diag = ii == jj
