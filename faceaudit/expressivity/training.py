@@ -2,11 +2,13 @@
 
 G jobs (layer x attribute x seed, plus permutation nulls) are trained
 together as one stack of critics (see :mod:`critics`). Each job has its own
-train / validation / test split, its own minibatch order and its own
-initialisation, all drawn from its own seed, so the stack gives the same
-numbers as training each job alone. Early stopping is per job on the
-validation bound; the reported value is the bound of the best critic on the
-test rows, which neither training nor early stopping has seen.
+train / validation split, minibatch order, initialisation and learning-rate
+schedule, all drawn from its own seed and its own validation curve, so the
+stack gives the same numbers as training each job alone. Its test rows come
+from `Job.test_seed`, which the seeds of one layer x attribute share so that
+:func:`evaluate_ensemble` can average their critics there. Early stopping is
+per job on the validation bound; the reported value is the bound of the best
+critic on the test rows, which neither training nor early stopping has seen.
 """
 
 from __future__ import annotations
