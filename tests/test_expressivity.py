@@ -144,7 +144,7 @@ def test_averaged_critic_bound_is_at_least_the_mean_of_the_seeds(kind, estimator
     # DV and NWJ are concave in the critic: on shared test rows the averaged critic's bound is
     # >= the mean of the seeds' bounds, and one critic "averaged" alone is that critic
     if kind == "continuous":
-        x, y, truth = gaussian_task(3000, 4, 0.7, seed=11)
+        x, y, _ = gaussian_task(3000, 4, 0.7, seed=11)
         y = ((y - y.mean()) / y.std()).astype(np.float32)
         n_classes = 0
     else:

@@ -198,6 +198,7 @@ def train_jobs(
     # per-critic learning-rate decay on a plateau of the validation bound: Adam's step is linear in
     # lr, so scaling each critic's parameter change by its factor is Adam with a per-critic lr
     lr_scale = torch.ones(G, device=dev)
+    scaled = False  # kept on the host: testing lr_scale itself every step would sync a GPU
     decays_left = np.full(G, int(cfg.lr_decays), dtype=np.int64)
     decay_after = max(1, int(cfg.patience) // 2)
     curves: list[tuple[list[int], list[float], list[float]]] = [([], [], []) for _ in range(G)]
@@ -240,7 +241,7 @@ def train_jobs(
             if not full:  # no momentum drift for stopped critics
                 for v in params.values():
                     v.grad.index_fill_(0, torch.from_numpy(np.flatnonzero(~active)).to(dev), 0.0)
-            if (lr_scale != 1).any():
+            if scaled:
                 before = {k: v.detach().clone() for k, v in params.items()}
                 opt.step()
                 with torch.no_grad():
@@ -282,6 +283,7 @@ def train_jobs(
                 if decay.any():
                     lr_scale = torch.where(torch.from_numpy(decay).to(dev), lr_scale * float(cfg.lr_decay), lr_scale)
                     decays_left[decay] -= 1
+                    scaled = scaled or float(cfg.lr_decay) != 1.0
                     stale[decay] = 0
                 done = active & (stale >= cfg.patience) & (step >= cfg.min_steps)
                 active &= ~done
