@@ -12,10 +12,23 @@ Critic form: T(x, y) = <f(x), g(y)> with f an MLP encoder of the features
 or a learned embedding of a category. Being separable, T can be evaluated
 on all n x n (x_i, y_j) pairs of a batch with one matmul, which gives a
 low-variance marginal term.
+
+With the linear head (``linear_head=True``, the default) the critic also holds
+the optimal critic of a linear-Gaussian model, initialised at its fit on the
+job's training rows: for a continuous (standardised) y, T_lin(x, y) =
+log N(y; m(x), s^2) - log N(y; 0, 1) with m linear (ridge regression),
+written separably by appending [m/s^2, -m^2/(2 s^2) - log s, q] to f(x) and
+[y, 1, y^2] to g(y) (q, the y^2 coefficient, is learned freely after); for a
+category, the log-posterior of linear discriminant analysis added to the class
+logits. The MLP part starts at zero output, so training begins from the
+linear fit and learns the nonlinear remainder: a critic that must discover a
+linear relation from scratch in 64 noisy dimensions wastes samples that least
+squares does not.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,9 +54,13 @@ def _uniform(rng: np.random.Generator, fan_in: int, shape: tuple[int, ...]) -> n
 
 
 def init_params(
-    seeds: list[int], true_dims: list[int], shape: CriticShape, *, continuous: bool, conditional: bool
+    seeds: list[int], true_dims: list[int], shape: CriticShape, *, continuous: bool, conditional: bool,
+    linear: list[dict[str, np.ndarray]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Initialise G critics (one per seed) as padded numpy arrays."""
+    """Initialise G critics (one per seed) as padded numpy arrays.
+
+    `linear` (one :func:`linear_head_init` dict per critic) adds the linear head and
+    starts the MLP part at zero output."""
     keys: dict[str, list[np.ndarray]] = {}
 
     def add(name: str, arr: np.ndarray) -> None:
@@ -72,26 +89,92 @@ def init_params(
         else:
             add("E", rng.normal(0.0, 1.0 / np.sqrt(k), size=(shape.n_classes, k)).astype(np.float32))
             add("eb", np.zeros((1, shape.n_classes), np.float32))
-    return {name: np.stack(vals) for name, vals in keys.items()}
+    out = {name: np.stack(vals) for name, vals in keys.items()}
+    if linear is not None and not conditional:
+        for name in ("U3", "c3", "E"):  # the MLP part adds nothing at first: training starts from the linear fit
+            if name in out:
+                out[name][:] = 0.0
+        for name in linear[0]:
+            out[name] = np.stack([lin[name] for lin in linear]).astype(np.float32)
+        if not continuous:
+            out["eb"] = out.pop("Leb")
+    return out
+
+
+def linear_head_init(
+    x: np.ndarray, y: np.ndarray, n_classes: int, d_pad: int, c_pad: int, ridge: float = 1.0
+) -> dict[str, np.ndarray]:
+    """Closed-form linear-Gaussian critic fitted on training rows `x` (m, d), `y` (m,), zero-padded.
+
+    Continuous y: ridge regression m(x) = x.w + b with residual variance s^2 (keys Lw, Lb, Ls = log s^2,
+    Lq = the y^2 coefficient 1/2 - 1/(2 s^2) of log N(y; m, s^2) - log N(y; 0, 1)). Categorical y:
+    linear discriminant analysis with a pooled, ridge-regularised covariance (keys V, v0; Leb = -log of
+    the class frequencies, the class bias that turns the LDA log-posterior into log p(c|x) - log p(c)).
+    The ridge is `ridge` x d on standardised features (a weak prior: 2% shrinkage at d = 64, 3,000 rows).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    m_rows, d = x.shape
+    lam = float(ridge) * d
+    xm = x.mean(0)
+    xc = x - xm
+    if n_classes == 0:
+        y = np.asarray(y, dtype=np.float64)
+        ym = y.mean()
+        w = np.linalg.solve(xc.T @ xc + lam * np.eye(d), xc.T @ (y - ym))
+        b = ym - xm @ w
+        s2 = float(max(np.mean((y - x @ w - b) ** 2), 1e-4))
+        lw = np.zeros((d_pad, 1))
+        lw[:d, 0] = w
+        return {"Lw": lw, "Lb": np.full((1, 1), b), "Ls": np.full((1, 1), math.log(s2)),
+                "Lq": np.full((1, 1), 0.5 - 0.5 / s2)}
+    y = np.asarray(y, dtype=np.int64)
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    means = np.zeros((n_classes, d))
+    np.add.at(means, y, x)
+    means /= np.maximum(counts, 1.0)[:, None]
+    resid = x - means[y]
+    cov = (resid.T @ resid + lam * np.eye(d)) / max(m_rows - n_classes, 1)
+    prec_means = np.linalg.solve(cov, means.T)  # (d, C)
+    logp = np.log((counts + 0.5) / (counts + 0.5).sum())
+    v = np.zeros((d_pad, c_pad))
+    v[:d, :n_classes] = prec_means
+    v0 = np.full((1, c_pad), -1e4)  # padded classes: never chosen
+    v0[0, :n_classes] = -0.5 * np.einsum("dc,cd->c", prec_means, means) + logp
+    leb = np.zeros((1, c_pad))
+    leb[0, :n_classes] = -logp
+    return {"V": v, "v0": v0, "Leb": leb}
 
 
 def encode(p: dict[str, Tensor], x: Tensor) -> Tensor:
     """f(x) for all critics: x (G, B, d) -> (G, B, head_out)."""
     a = torch.nn.functional.elu(torch.baddbmm(p["b1"], x, p["W1"]))
     a = torch.nn.functional.elu(torch.baddbmm(p["b2"], a, p["W2"]))
-    return torch.baddbmm(p["b3"], a, p["W3"])
+    f = torch.baddbmm(p["b3"], a, p["W3"])
+    if "Lw" in p:  # linear-Gaussian head: [m/s^2, -m^2/(2 s^2) - log(s^2)/2, q], paired with g's [y, 1, y^2]
+        m = torch.baddbmm(p["Lb"], x, p["Lw"])  # (G, B, 1)
+        inv = torch.exp(-p["Ls"])
+        f = torch.cat([f, m * inv, -0.5 * m * m * inv - 0.5 * p["Ls"], p["Lq"].expand_as(m)], -1)
+    elif "V" in p:  # LDA head: the log-posterior of every class, added to the class logits
+        f = torch.cat([f, torch.log_softmax(torch.baddbmm(p["v0"], x, p["V"]), -1)], -1)
+    return f
 
 
 def embed_y(p: dict[str, Tensor], y: Tensor) -> Tensor:
     """g(y) for a continuous y: (G, B) -> (G, B, embed)."""
     b = torch.nn.functional.elu(torch.baddbmm(p["c1"], y.unsqueeze(-1), p["U1"]))
     b = torch.nn.functional.elu(torch.baddbmm(p["c2"], b, p["U2"]))
-    return torch.baddbmm(p["c3"], b, p["U3"])
+    g = torch.baddbmm(p["c3"], b, p["U3"])
+    if "Lw" in p:
+        yy = y.unsqueeze(-1)
+        g = torch.cat([g, yy, torch.ones_like(yy), yy * yy], -1)
+    return g
 
 
 def class_logits(p: dict[str, Tensor], f: Tensor) -> Tensor:
     """T(x, c) for every class c: f (G, B, k) -> (G, B, C)."""
-    return torch.baddbmm(p["eb"], f, p["E"].transpose(1, 2))
+    k = p["E"].shape[-1]
+    logits = torch.baddbmm(p["eb"], f[..., :k], p["E"].transpose(1, 2))
+    return logits + f[..., k:] if "V" in p else logits
 
 
 def soft_cap(t: Tensor, cap: float) -> Tensor:

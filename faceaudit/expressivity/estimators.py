@@ -51,6 +51,8 @@ _DEFAULTS: dict[str, Any] = {
     "heldout": 0.4,  # fraction of rows held out: half validation (early stopping), half test (reported)
     "val_cols": 256,  # marginal columns used for the validation bound (all are used for the test bound)
     "marginal_cols": 64,  # attribute values each training row is paired with in the marginal term (None: all)
+    "linear_head": True,  # critics start from the closed-form linear-Gaussian / LDA critic (see critics.py)
+    "norm_refs": 1024,  # attribute values (not test rows) a continuous critic is normalised over when evaluated
     "cap": 8.0,  # smooth upper bound on critic values (nats); DV is shift-invariant so only the range matters
 }
 
@@ -61,6 +63,9 @@ class NeuralEstimator:
     name: ClassVar[str] = "base"
     family: ClassVar[str] = "critic"  # "critic" (variational bound) or "conditional" (entropy difference)
     contrastive: ClassVar[bool] = False  # True when the held-out bound needs each row's own pair among the negatives
+    # held-out critics are normalised over reference attribute values, T - log Z(x) + norm_shift, the best
+    # correction by a function of x for the bound (0 for DV, 1 for NWJ); None: the bound is already invariant
+    norm_shift: ClassVar[float | None] = 0.0
     extra_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **options: Any):
@@ -85,6 +90,10 @@ class NeuralEstimator:
                 f"lr_decay={self.lr_decay} must be in (0, 1] and lr_decays={self.lr_decays} a non-negative integer "
                 "(lr_decays=0 keeps the learning rate fixed)."
             )
+        if int(self.norm_refs) < 0:
+            raise InputError(f"option norm_refs={self.norm_refs} must be a non-negative integer (0: no normalisation).")
+        if not isinstance(self.linear_head, (bool, np.bool_)):
+            raise InputError(f"option linear_head={self.linear_head!r} must be True or False.")
         mc = merged.get("marginal_cols")
         if mc is not None and int(mc) < 2:
             raise InputError(f"option marginal_cols={mc} must be an integer >= 2, or None (all pairs of a batch).")
@@ -208,6 +217,7 @@ class NWJ(NeuralEstimator):
     """Nguyen-Wainwright-Jordan bound E_P[T] - e^{-1} E_Q[e^T]."""
 
     name = "nwj"
+    norm_shift = 1.0  # NWJ's optimal critic is 1 + log p(x, y) / (p(x) p(y))
 
     def objective(self, t_pos, mat, logw, logw_nce, state):
         v = self.combine(t_pos.mean(1), self._log_mean_exp(mat, logw))
@@ -225,6 +235,7 @@ class InfoNCE(NeuralEstimator):
 
     name = "infonce"
     contrastive = True
+    norm_shift = None  # the contrastive bound is unchanged by adding a function of x
     # the contrastive bound needs each row's own positive among its candidates: all pairs of the batch
     extra_defaults = {"marginal_cols": None}
 

@@ -172,9 +172,15 @@ def train_jobs(
     # ---- model
     head_out = est.head_out(c_max) if est.family == "conditional" else cfg.embed
     shape = critics.CriticShape(d_max, cfg.hidden, cfg.embed, cfg.y_hidden, c_max, head_out)
+    linear = None
+    if est.family == "critic" and bool(getattr(cfg, "linear_head", False)):
+        linear = [
+            critics.linear_head_init(j.x[tr], j.y[s[0]], j.n_classes, d_max, c_max)
+            for j, tr, s in zip(jobs, train_rows, splits)
+        ]
     init = critics.init_params(
         [j.seed for j in jobs], [j.x.shape[1] for j in jobs], shape,
-        continuous=continuous, conditional=est.family == "conditional",
+        continuous=continuous, conditional=est.family == "conditional", linear=linear,
     )
     params = {k: torch.from_numpy(v).to(dev).requires_grad_(True) for k, v in init.items()}
     opt = torch.optim.Adam(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -191,8 +197,19 @@ def train_jobs(
     state: dict[str, Any] = {}
 
     best = {k: v.detach().clone() for k, v in params.items()}
-    best_val = torch.full((G,), -math.inf, device=dev)
     best_step = np.zeros(G, dtype=np.int64)
+    batcher = _Batcher(train_rows, [j.seed for j in jobs], batch)
+    val_idx, val_mask = _pad_sets(val_rows)
+    K = int(getattr(cfg, "norm_refs", 0) or 0)
+    if continuous and K > 0 and est.family == "critic" and est.norm_shift is not None:
+        refs = [_references(j, te, K) for j, te in zip(jobs, test_rows)]
+        aux["ref_idx"] = torch.from_numpy(np.stack(refs)).to(dev)
+    val_idx_t = torch.from_numpy(val_idx).to(dev)
+    val_mask_t = torch.from_numpy(val_mask).to(dev)
+    with torch.no_grad():  # the untrained critic is a candidate too (with the linear head, the linear fit)
+        v0, _ = evaluate(est, params, X, layer_of, Y, val_idx_t, val_mask_t, continuous, aux,
+                         max_cols=cfg.val_cols, which="val")
+    best_val = torch.where(torch.isfinite(v0), v0, torch.full_like(v0, -math.inf))
     active = np.ones(G, dtype=bool)
     stale = np.zeros(G, dtype=np.int64)
     # per-critic learning-rate decay on a plateau of the validation bound: Adam's step is linear in
@@ -203,10 +220,6 @@ def train_jobs(
     decay_after = max(1, int(cfg.patience) // 2)
     curves: list[tuple[list[int], list[float], list[float]]] = [([], [], []) for _ in range(G)]
     steps_run = np.zeros(G, dtype=np.int64)
-    batcher = _Batcher(train_rows, [j.seed for j in jobs], batch)
-    val_idx, val_mask = _pad_sets(val_rows)
-    val_idx_t = torch.from_numpy(val_idx).to(dev)
-    val_mask_t = torch.from_numpy(val_mask).to(dev)
     train_acc = torch.zeros(G, device=dev)
     n_acc = 0
     bar = _progress_bar(total=cfg.max_steps, desc=desc, unit="step", enabled=progress)
@@ -318,11 +331,13 @@ def _unpad(params: dict[str, Tensor], g: int, job: Job) -> dict[str, Tensor]:
     out = {}
     for k, v in params.items():
         v = v[g].detach().cpu()
-        if k == "W1":
+        if k in ("W1", "Lw"):
             v = v[: job.x.shape[1]]
+        elif k == "V":
+            v = v[: job.x.shape[1], : job.n_classes]
         elif k == "E" and job.n_classes:
             v = v[: job.n_classes]
-        elif k == "eb" and job.n_classes:
+        elif k in ("eb", "v0") and job.n_classes:
             v = v[:, : job.n_classes]
         out[k] = v.clone()
     return out
@@ -352,14 +367,52 @@ def evaluate_ensemble(est: "NeuralEstimator", fits: list[Fit], job: Job, device:
     idx = torch.from_numpy(rows.astype(np.int64)).to(dev)[None].expand(S, -1)
     mask = torch.ones_like(idx, dtype=torch.bool)
     aux = {} if continuous else {"class_valid": torch.ones((S, 1, job.n_classes), dtype=torch.bool, device=dev)}
+    K = int(getattr(est, "norm_refs", 0) or 0)
+    if continuous and K > 0 and est.norm_shift is not None:
+        aux["ref_idx"] = torch.from_numpy(_references(job, rows, K)).to(dev)[None]
     with torch.no_grad():
         v, se = evaluate(est, params, X, torch.zeros(S, dtype=torch.long, device=dev), Y, idx, mask, continuous,
                          aux, max_cols=None, which="test", ensemble=True)
     return _finite(float(v[0])), _finite(float(se[0]))
 
 
+def _references(job: Job, test_rows: np.ndarray, k: int) -> np.ndarray:
+    """`k` rows (of the layer array) whose attribute values normalise the critic: drawn from the job's rows
+    outside its test rows, from the test seed, so the seeds that share test rows share references too."""
+    others = np.setdiff1d(job.rows, test_rows)
+    seed = job.seed if job.test_seed is None else job.test_seed
+    others = others[np.random.default_rng([int(seed), 5]).permutation(len(others))]
+    return np.resize(others, k).astype(np.int64)
+
+
 def _finite(v: float) -> float:
     return float(v) if math.isfinite(v) else 0.0
+
+
+def _log_partition(params: dict[str, Tensor], f: Tensor, Y: Tensor, ref_idx: Tensor, cap: float) -> Tensor:
+    """log mean_j exp T(x_i, y_j) over the reference attribute values `ref_idx` (rows not evaluated on), (G, m).
+
+    Subtracting it from T gives the critic's best correction by a function of x alone (the
+    DV bound of T + h(x) is largest at h = -log E_y[exp T(x, y)]). The references are not
+    evaluation rows, so the corrected critic is still a fixed function and its held-out
+    DV value still a lower bound."""
+    ref = ref_idx.expand(f.shape[0], -1)
+    gr = critics.embed_y(params, Y.gather(1, ref))
+    K = ref.shape[1]
+    m = f.shape[1]
+    r = max(1, _CHUNK_ELEMS // max(1, f.shape[0] * K))
+    out = [
+        torch.logsumexp(critics.soft_cap(torch.bmm(f[:, s:s + r], gr.transpose(1, 2)), cap), -1)
+        for s in range(0, m, r)
+    ]
+    return torch.cat(out, 1) - math.log(K)
+
+
+def _normalized(t: Tensor, logz: Tensor, k: int) -> Tensor:
+    """T'(x, y) = log[(K + 1) e^T(x, y) / (K Z(x) + e^T(x, y))]: T normalised over the K references and the
+    pair's own y. A fixed function of (x, y), bounded by log(K + 1), so a y far outside the references
+    cannot blow up the partition term."""
+    return math.log(k + 1) + t - torch.logaddexp(logz + math.log(k), t)
 
 
 def evaluate(
@@ -393,6 +446,7 @@ def evaluate(
             raise ValueError(f"the {est.name!r} estimator has no critic to average")
         return est.heldout_conditional(f, ys, mask, continuous, aux, idx, which)
     pool = (lambda t: t.mean(0, keepdim=True)) if ensemble else (lambda t: t)  # noqa: E731
+    ref_idx = aux.get("ref_idx")
     if ensemble:
         G, mask, aux = 1, mask[:1], {k: v[:1] for k, v in aux.items()}
     maskf = mask.float()
@@ -412,7 +466,12 @@ def evaluate(
         col = colc.gather(1, ys)
     else:
         g = critics.embed_y(params, ys)
-        t_pos = pool(critics.soft_cap((f * g).sum(-1), est.cap))
+        # with references, each critic is normalised first and the normalised critics are averaged
+        # (the bound is concave in the critic, so the average is at least the mean of the seeds)
+        logz = _log_partition(params, f, Y, ref_idx, est.cap) if ref_idx is not None else None
+        norm = (lambda t, lz: t) if logz is None else (  # noqa: E731
+            lambda t, lz: _normalized(t, lz, ref_idx.shape[1]) + float(est.norm_shift or 0.0))
+        t_pos = pool(norm(critics.soft_cap((f * g).sum(-1), est.cap), logz))
         n_valid = mask.sum(1)
         ncols = n_valid if max_cols is None else torch.clamp(n_valid, max=max_cols)
         c = int(ncols.max())
@@ -424,7 +483,8 @@ def evaluate(
         col_acc = torch.full((G, c), -math.inf, device=X.device)
         for s in range(0, m, r):
             e = min(m, s + r)
-            mm = pool(critics.soft_cap(torch.bmm(f[:, s:e], gc.transpose(1, 2)), est.cap))  # (G, r, c)
+            mm = critics.soft_cap(torch.bmm(f[:, s:e], gc.transpose(1, 2)), est.cap)  # (G, r, c)
+            mm = pool(norm(mm, None if logz is None else logz[:, s:e, None]))
             ii = torch.arange(s, e, device=X.device)[:, None]
             jj = torch.arange(c, device=X.device)[None, :]
             diag = ii == jj
