@@ -1,6 +1,6 @@
 """Speed of batched expressivity (estimate_many) against a one-at-a-time loop of the same estimator.
 
-Run: python benchmarks/bench_expressivity_speed.py [--quick] [--threads N] [--loop-threads N]
+Run: python benchmarks/bench_expressivity_speed.py [--quick] [--threads N] [--loop-threads N] [--option KEY=VALUE]
 
 Workload (default): 5 layers x 3 attributes (2 continuous, 1 categorical) x 3 seeds,
 plus one permutation null per pair, n = 10,000 rows, d = 512 features per layer,
@@ -16,6 +16,7 @@ single critics gains nothing from a second thread (its matmuls are too small), s
 from __future__ import annotations
 
 import argparse
+import ast
 import time
 
 import numpy as np
@@ -44,6 +45,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     ap.add_argument("--loop-threads", type=int, default=None, help="torch threads for the one-at-a-time loop")
     ap.add_argument("--max-steps", type=int, default=None, help="cap training steps (shorter run, same workload)")
+    ap.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE",
+        help="estimator option to try instead of its default, e.g. --option lr=2e-3 (repeatable)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -52,6 +57,7 @@ def main() -> None:
     n, layers, opts = (2000, 2, {"max_steps": 300}) if args.quick else (10_000, 5, {})
     if args.max_steps:
         opts = {"max_steps": args.max_steps}
+    opts.update({k: ast.literal_eval(v) for k, v in (o.split("=", 1) for o in args.option)})
     feats, attrs = workload(n, 512, layers)
     seeds = 3
     n_critics = layers * len(attrs) * (seeds + 1)

@@ -4,7 +4,8 @@ The procedure behind every number: validate the inputs; standardise the
 features and reduce them to at most ``max_dim`` principal components;
 standardise a continuous attribute; hold out one set of test rows per
 attribute; for each of ``seeds`` seeds draw a train / validation split of the
-other rows, train a critic with early stopping on the validation bound; report
+other rows, start a critic from the linear fit to its training rows and train
+it with early stopping on the validation bound; report
 the bound of the seeds' averaged critic on the test rows (at least the mean of
 their own bounds, the bounds being concave in the critic); form a 95% interval
 from the spread of the seeds and the test rows' standard error; repeat on a

@@ -38,7 +38,7 @@ _DEFAULTS: dict[str, Any] = {
     "hidden": 32,  # width of the two hidden layers of the feature encoder (64 is no more accurate, and slower)
     "embed": 16,  # width of the critic's inner product
     "y_hidden": 32,  # width of the attribute branch (continuous)
-    "lr": 1e-3,  # Adam learning rate at the start (lowered on plateaus, see lr_decay)
+    "lr": 2e-3,  # Adam learning rate at the start (lowered on plateaus, see lr_decay)
     "weight_decay": 0.0,
     "batch_size": 512,  # rows per step; all pairs of a batch feed the marginal term
     "max_steps": 4000,  # nonlinear, high-MI relations keep improving past 2,000 steps

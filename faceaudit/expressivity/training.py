@@ -9,6 +9,9 @@ from `Job.test_seed`, which the seeds of one layer x attribute share so that
 :func:`evaluate_ensemble` can average their critics there. Early stopping is
 per job on the validation bound; the reported value is the bound of the best
 critic on the test rows, which neither training nor early stopping has seen.
+Critics start from a closed-form linear head fitted on their training rows (see
+:mod:`critics`); for a continuous attribute, validation and test bounds are those
+of the critic normalised over reference attribute values outside the test rows.
 """
 
 from __future__ import annotations
@@ -350,7 +353,9 @@ def evaluate_ensemble(est: "NeuralEstimator", fits: list[Fit], job: Job, device:
     The Donsker-Varadhan, NWJ and InfoNCE bounds are concave in the critic, so on
     the same rows the averaged critic's bound is at least the mean of the seeds'
     bounds: averaging seeds at the critic level gives a tighter lower bound than
-    averaging their numbers. `job` supplies the features and attribute.
+    averaging their numbers. With reference normalisation (continuous attribute) the
+    normalised critics are averaged, so the same holds. `job` supplies the features
+    and attribute.
     """
     dev = resolve_device(device)
     rows = fits[0].test_rows

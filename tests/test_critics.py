@@ -1,0 +1,107 @@
+"""The critic's linear head and the normalised held-out bound, against closed-form answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from faceaudit.expressivity import critics, get_estimator
+from faceaudit.expressivity.training import _references, Job, evaluate
+from test_expressivity import binary_mixture_mi, gaussian_task
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _untrained_critic(x, y, n_classes, train, seed=0):
+    """One critic as training starts: the closed-form linear head fitted on `train`, MLP part adding nothing."""
+    d = x.shape[1]
+    shape = critics.CriticShape(d, 32, 16, 32, n_classes, 16)
+    lin = critics.linear_head_init(x[train], y[train], n_classes, d, n_classes)
+    init = critics.init_params([seed], [d], shape, continuous=n_classes == 0, conditional=False, linear=[lin])
+    return {k: torch.from_numpy(v) for k, v in init.items()}
+
+
+def _bound(est, params, x, y, rows, continuous, refs=None):
+    X = torch.from_numpy(x)[None]
+    Y = torch.from_numpy(y.astype(np.float32 if continuous else np.int64))[None]
+    idx = torch.from_numpy(rows.astype(np.int64))[None]
+    aux = {} if continuous else {"class_valid": torch.ones((1, 1, int(y.max()) + 1), dtype=torch.bool)}
+    if refs is not None:
+        aux["ref_idx"] = torch.from_numpy(refs)[None]
+    with torch.no_grad():
+        v, se = evaluate(est, params, X, torch.zeros(1, dtype=torch.long), Y, idx, torch.ones_like(idx, dtype=torch.bool),
+                         continuous, aux, max_cols=None, which="test")
+    return float(v[0]), float(se[0])
+
+
+def test_linear_head_starts_at_the_gaussian_critic():
+    # for linear-Gaussian data the untrained critic is already (near) optimal: its held-out DV bound
+    # matches the closed-form MI, within the test rows' sampling error
+    x, y, truth = gaussian_task(12_000, 8, 0.7, seed=3)
+    y = ((y - y.mean()) / y.std()).astype(np.float32)
+    rows = np.random.default_rng(0).permutation(len(y))
+    train, test = rows[:8000], rows[8000:]
+    p = _untrained_critic(x, y, 0, train)
+    value, se = _bound(get_estimator("mine"), p, x, y, test, True)
+    assert abs(value - truth) < 3 * se + 0.01, (value, se, truth)
+    assert value > 0.25  # a random critic would give about 0
+
+
+def test_lda_head_starts_at_the_bayes_classifier():
+    mu = 1.0
+    rng = np.random.default_rng(4)
+    n = 12_000
+    c = rng.integers(0, 2, size=n)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    x[:, 0] += (2 * c - 1) * mu
+    truth = binary_mixture_mi(mu)
+    rows = rng.permutation(n)
+    p = _untrained_critic(x, c, 2, rows[:8000])
+    value, se = _bound(get_estimator("mine"), p, x, c, rows[8000:], False)
+    assert abs(value - truth) < 3 * se + 0.01, (value, se, truth)
+
+
+def test_normalised_bound_ignores_a_function_of_x():
+    # T + h(x) has the same normalised critic as T, so with references the held-out bound does not move;
+    # without them the DV bound pays for the wrong h
+    x, y, truth = gaussian_task(6000, 4, 0.7, seed=5)
+    y = ((y - y.mean()) / y.std()).astype(np.float32)
+    rows = np.random.default_rng(1).permutation(len(y))
+    train, test = rows[:4000], rows[4000:]
+    est = get_estimator("mine")
+    job = Job(x, "l", np.arange(len(y)), y, 0, seed=0, test_seed=1)
+    refs = _references(job, test, 1024)
+    assert not np.isin(refs, test).any()
+    p = _untrained_critic(x, y, 0, train)
+    base_norm, _ = _bound(est, p, x, y, test, True, refs)
+    base_raw, _ = _bound(est, p, x, y, test, True)
+    q = {k: v.clone() for k, v in p.items()}
+    q["W3"][0, :, 0] = torch.from_numpy(np.random.default_rng(2).normal(0, 1.0, size=q["W3"].shape[1]).astype(np.float32))
+    q["c3"][0, 0, 0] = 1.0  # g's first channel is the constant 1, so f's first channel adds h(x) to T
+    shifted_norm, _ = _bound(est, q, x, y, test, True, refs)
+    shifted_raw, _ = _bound(est, q, x, y, test, True)
+    assert shifted_norm == pytest.approx(base_norm, abs=1e-4)
+    assert shifted_raw < base_raw - 0.05
+    assert abs(base_norm - truth) < 0.06
+
+
+def test_linear_head_option_is_checked_and_can_be_turned_off():
+    from faceaudit.errors import InputError
+    from faceaudit.expressivity import estimate_expressivity
+
+    x, y, truth = gaussian_task(2000, 4, 0.7, seed=6)
+    with pytest.raises(InputError, match="linear_head"):
+        estimate_expressivity(x, y, progress=False, linear_head="yes")
+    with pytest.raises(InputError, match="norm_refs"):
+        estimate_expressivity(x, y, progress=False, norm_refs=-1)
+    r = estimate_expressivity(x, y, progress=False, seeds=1, null=False, linear_head=False, norm_refs=0, max_steps=800)
+    assert abs(r.mi - truth) < 0.15
