@@ -10,15 +10,7 @@ import torch
 
 from faceaudit.expressivity import critics, get_estimator
 from faceaudit.expressivity.training import _references, Job, evaluate
-from test_expressivity import binary_mixture_mi, gaussian_task
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+from test_expressivity import _one_thread, binary_mixture_mi, gaussian_task  # noqa: F401  (autouse fixture)
 
 
 def _untrained_critic(x, y, n_classes, train, seed=0):

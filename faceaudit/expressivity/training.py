@@ -203,10 +203,8 @@ def train_jobs(
     best_step = np.zeros(G, dtype=np.int64)
     batcher = _Batcher(train_rows, [j.seed for j in jobs], batch)
     val_idx, val_mask = _pad_sets(val_rows)
-    K = int(getattr(cfg, "norm_refs", 0) or 0)
-    if continuous and K > 0 and est.family == "critic" and est.norm_shift is not None:
-        refs = [_references(j, te, K) for j, te in zip(jobs, test_rows)]
-        aux["ref_idx"] = torch.from_numpy(np.stack(refs)).to(dev)
+    if continuous and est.family == "critic":
+        _add_references(aux, est, list(zip(jobs, test_rows)), dev)
     val_idx_t = torch.from_numpy(val_idx).to(dev)
     val_mask_t = torch.from_numpy(val_mask).to(dev)
     with torch.no_grad():  # the untrained critic is a candidate too (with the linear head, the linear fit)
@@ -372,13 +370,21 @@ def evaluate_ensemble(est: "NeuralEstimator", fits: list[Fit], job: Job, device:
     idx = torch.from_numpy(rows.astype(np.int64)).to(dev)[None].expand(S, -1)
     mask = torch.ones_like(idx, dtype=torch.bool)
     aux = {} if continuous else {"class_valid": torch.ones((S, 1, job.n_classes), dtype=torch.bool, device=dev)}
-    K = int(getattr(est, "norm_refs", 0) or 0)
-    if continuous and K > 0 and est.norm_shift is not None:
-        aux["ref_idx"] = torch.from_numpy(_references(job, rows, K)).to(dev)[None]
+    if continuous:
+        _add_references(aux, est, [(job, rows)], dev)
     with torch.no_grad():
         v, se = evaluate(est, params, X, torch.zeros(S, dtype=torch.long, device=dev), Y, idx, mask, continuous,
                          aux, max_cols=None, which="test", ensemble=True)
     return _finite(float(v[0])), _finite(float(se[0]))
+
+
+def _add_references(aux: dict[str, Tensor], est: "NeuralEstimator", jobs: list[tuple[Job, np.ndarray]],
+                    dev: torch.device) -> None:
+    """Put the reference rows of each (job, its test rows) in `aux["ref_idx"]` when the estimator
+    normalises its held-out critic (continuous attributes, `norm_refs` > 0)."""
+    k = int(getattr(est, "norm_refs", 0) or 0)
+    if k > 0 and est.norm_shift is not None:
+        aux["ref_idx"] = torch.from_numpy(np.stack([_references(j, te, k) for j, te in jobs])).to(dev)
 
 
 def _references(job: Job, test_rows: np.ndarray, k: int) -> np.ndarray:
