@@ -458,6 +458,8 @@ def evaluate(
         return est.heldout_conditional(f, ys, mask, continuous, aux, idx, which)
     pool = (lambda t: t.mean(0, keepdim=True)) if ensemble else (lambda t: t)  # noqa: E731
     ref_idx = aux.get("ref_idx")
+    if ref_idx is not None and max_cols is not None:  # validation: as many references as marginal columns
+        ref_idx = ref_idx[:, :max_cols]
     if ensemble:
         G, mask, aux = 1, mask[:1], {k: v[:1] for k, v in aux.items()}
     maskf = mask.float()
