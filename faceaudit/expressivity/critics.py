@@ -146,7 +146,7 @@ def linear_head_init(
 
 
 def encode(p: dict[str, Tensor], x: Tensor) -> Tensor:
-    """f(x) for all critics: x (G, B, d) -> (G, B, head_out)."""
+    """f(x) for all critics: x (G, B, d) -> (G, B, head_out), plus 3 (linear head) or C (LDA head) columns."""
     a = torch.nn.functional.elu(torch.baddbmm(p["b1"], x, p["W1"]))
     a = torch.nn.functional.elu(torch.baddbmm(p["b2"], a, p["W2"]))
     f = torch.baddbmm(p["b3"], a, p["W3"])
@@ -160,7 +160,7 @@ def encode(p: dict[str, Tensor], x: Tensor) -> Tensor:
 
 
 def embed_y(p: dict[str, Tensor], y: Tensor) -> Tensor:
-    """g(y) for a continuous y: (G, B) -> (G, B, embed)."""
+    """g(y) for a continuous y: (G, B) -> (G, B, embed), plus [y, 1, y^2] with the linear head."""
     b = torch.nn.functional.elu(torch.baddbmm(p["c1"], y.unsqueeze(-1), p["U1"]))
     b = torch.nn.functional.elu(torch.baddbmm(p["c2"], b, p["U2"]))
     g = torch.baddbmm(p["c3"], b, p["U3"])
