@@ -16,12 +16,12 @@ single critics gains nothing from a second thread (its matmuls are too small), s
 from __future__ import annotations
 
 import argparse
-import ast
 import time
 
 import numpy as np
 import torch
 
+from bench_expressivity_accuracy import _literal
 from faceaudit.expressivity import estimate_many
 
 
@@ -57,7 +57,7 @@ def main() -> None:
     n, layers, opts = (2000, 2, {"max_steps": 300}) if args.quick else (10_000, 5, {})
     if args.max_steps:
         opts = {"max_steps": args.max_steps}
-    opts.update({k: ast.literal_eval(v) for k, v in (o.split("=", 1) for o in args.option)})
+    opts.update({k: _literal(v) for k, v in (o.split("=", 1) for o in args.option)})
     feats, attrs = workload(n, 512, layers)
     seeds = 3
     n_critics = layers * len(attrs) * (seeds + 1)

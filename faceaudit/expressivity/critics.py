@@ -96,8 +96,6 @@ def init_params(
                 out[name][:] = 0.0
         for name in linear[0]:
             out[name] = np.stack([lin[name] for lin in linear]).astype(np.float32)
-        if not continuous:
-            out["eb"] = out.pop("Leb")
     return out
 
 
@@ -108,7 +106,7 @@ def linear_head_init(
 
     Continuous y: ridge regression m(x) = x.w + b with residual variance s^2 (keys Lw, Lb, Ls = log s^2,
     Lq = the y^2 coefficient 1/2 - 1/(2 s^2) of log N(y; m, s^2) - log N(y; 0, 1)). Categorical y:
-    linear discriminant analysis with a pooled, ridge-regularised covariance (keys V, v0; Leb = -log of
+    linear discriminant analysis with a pooled, ridge-regularised covariance (keys V, v0; eb = -log of
     the class frequencies, the class bias that turns the LDA log-posterior into log p(c|x) - log p(c)).
     The ridge is `ridge` x d on standardised features (a weak prior: 2% shrinkage at d = 64, 3,000 rows).
     """
@@ -140,9 +138,9 @@ def linear_head_init(
     v[:d, :n_classes] = prec_means
     v0 = np.full((1, c_pad), -1e4)  # padded classes: never chosen
     v0[0, :n_classes] = -0.5 * np.einsum("dc,cd->c", prec_means, means) + logp
-    leb = np.zeros((1, c_pad))
-    leb[0, :n_classes] = -logp
-    return {"V": v, "v0": v0, "Leb": leb}
+    eb = np.zeros((1, c_pad))
+    eb[0, :n_classes] = -logp
+    return {"V": v, "v0": v0, "eb": eb}
 
 
 def encode(p: dict[str, Tensor], x: Tensor) -> Tensor:

@@ -176,7 +176,7 @@ def train_jobs(
     head_out = est.head_out(c_max) if est.family == "conditional" else cfg.embed
     shape = critics.CriticShape(d_max, cfg.hidden, cfg.embed, cfg.y_hidden, c_max, head_out)
     linear = None
-    if est.family == "critic" and bool(getattr(cfg, "linear_head", False)):
+    if est.family == "critic" and cfg.linear_head:
         linear = [
             critics.linear_head_init(j.x[tr], j.y[s[0]], j.n_classes, d_max, c_max)
             for j, tr, s in zip(jobs, train_rows, splits)
@@ -382,7 +382,7 @@ def _add_references(aux: dict[str, Tensor], est: "NeuralEstimator", jobs: list[t
                     dev: torch.device) -> None:
     """Put the reference rows of each (job, its test rows) in `aux["ref_idx"]` when the estimator
     normalises its held-out critic (continuous attributes, `norm_refs` > 0)."""
-    k = int(getattr(est, "norm_refs", 0) or 0)
+    k = int(est.norm_refs)
     if k > 0 and est.norm_shift is not None:
         aux["ref_idx"] = torch.from_numpy(np.stack([_references(j, te, k) for j, te in jobs])).to(dev)
 
