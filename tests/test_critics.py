@@ -1,4 +1,4 @@
-"""The critic's linear head and the normalised held-out bound, against closed-form answers."""
+"""The critic's linear head, its attribute basis and the normalised held-out bound, against known answers."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import special, stats
 
-from faceaudit.expressivity import critics, get_estimator
+from faceaudit.expressivity import critics, estimate_expressivity, get_estimator
 from faceaudit.expressivity.training import _references, Job, evaluate
 from test_expressivity import _one_thread, binary_mixture_mi, gaussian_task  # noqa: F401  (autouse fixture)
 
@@ -97,3 +98,37 @@ def test_linear_head_option_is_checked_and_can_be_turned_off():
         estimate_expressivity(x, y, progress=False, norm_refs=-1)
     r = estimate_expressivity(x, y, progress=False, seeds=1, null=False, linear_head=False, norm_refs=0, max_steps=800)
     assert abs(r.mi - truth) < 0.15
+
+
+def periodic_task(n: int, seed: int, amp: float = 1.2) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """X = amp [sin 2y, cos 2y] + N(0, I), plus 2 noise columns; y ~ N(0, 1) (a yaw-like relation).
+    Returns x, y, the true MI and its Monte Carlo standard error: I = E[log p(x|y) - log p(x)] over
+    20,000 fresh samples, with p(x) = int p(x|y) p(y) dy by quadrature on 2,001 points of [-8, 8]."""
+    rng = np.random.default_rng(seed)
+
+    def mean(t):
+        return amp * np.c_[np.sin(2 * t), np.cos(2 * t)]
+
+    y = rng.normal(size=n)
+    x = np.c_[mean(y) + rng.normal(size=(n, 2)), rng.normal(size=(n, 2))].astype(np.float32)
+    mc = np.random.default_rng(seed + 1)
+    ym = mc.normal(size=20_000)
+    xm = mean(ym) + mc.normal(size=(20_000, 2))
+    grid = np.linspace(-8, 8, 2001)
+    log_w = stats.norm.logpdf(grid) + np.log(np.gradient(grid))
+    mg = mean(grid)
+    sq = (xm**2).sum(1)[:, None] - 2 * xm @ mg.T + (mg**2).sum(1)[None]
+    log_px = special.logsumexp(-0.5 * sq + log_w[None], axis=1)  # the 2-pi terms cancel in the ratio
+    log_ratio = -0.5 * ((xm - mean(ym)) ** 2).sum(1) - log_px
+    return x, y, float(log_ratio.mean()), float(log_ratio.std() / math.sqrt(len(log_ratio)))
+
+
+def test_attribute_basis_makes_a_periodic_relation_quick_to_learn():
+    # the attribute branch sees y and Gaussian bumps of y, so sin/cos of y are near-linear in its inputs;
+    # 600 steps suffice here (an MLP of the bare scalar y was 7% low after 600 steps on this task)
+    assert critics.y_basis(torch.zeros(1, 3)).shape == (1, 3, 1 + critics.N_BUMPS)
+    x, y, truth, mc_se = periodic_task(4000, seed=0)
+    assert mc_se < 0.01
+    r = estimate_expressivity(x, y, progress=False, null=False, max_steps=600)
+    assert abs(r.mi - truth) < 0.05 * truth, (r.mi, truth)
+    assert r.ci_low <= truth <= r.ci_high, (r.ci_low, r.ci_high, truth)

@@ -9,6 +9,7 @@ the same trajectory as the same critic trained alone.
 
 Critic form: T(x, y) = <f(x), g(y)> with f an MLP encoder of the features
 (the heavy part, shared by every y) and g a small MLP of a 1-D continuous y
+(its input: y and fixed Gaussian bumps of y, see :func:`y_basis`)
 or a learned embedding of a category. Being separable, T can be evaluated
 on all n x n (x_i, y_j) pairs of a batch with one matmul, which gives a
 low-variance marginal term.
@@ -80,7 +81,7 @@ def init_params(
         if conditional:
             continue
         if continuous:
-            add("U1", _uniform(rng, 1, (1, hy)))
+            add("U1", _uniform(rng, 1, (1 + N_BUMPS, hy)))
             add("c1", _uniform(rng, 1, (1, hy)))
             add("U2", _uniform(rng, hy, (hy, hy)))
             add("c2", _uniform(rng, hy, (1, hy)))
@@ -157,9 +158,23 @@ def encode(p: dict[str, Tensor], x: Tensor) -> Tensor:
     return f
 
 
+N_BUMPS = 15  # Gaussian bumps of the attribute basis, centred on -3 .. 3 standard deviations
+_BUMP_WIDTH = 6.0 / (N_BUMPS - 1)  # one centre spacing
+
+
+def y_basis(y: Tensor) -> Tensor:
+    """The attribute branch's input: a standardised y and Gaussian bumps around fixed centres,
+    (G, B) -> (G, B, 1 + N_BUMPS). A periodic or saturating function of y (yaw, age) is then
+    close to linear in the inputs, which an MLP of a bare scalar learns only slowly; y itself
+    carries the trend beyond the outermost centres (heavy tails)."""
+    yy = y.unsqueeze(-1)
+    centres = torch.linspace(-3.0, 3.0, N_BUMPS, device=y.device, dtype=y.dtype)
+    return torch.cat([yy, torch.exp(-0.5 * ((yy - centres) / _BUMP_WIDTH) ** 2)], -1)
+
+
 def embed_y(p: dict[str, Tensor], y: Tensor) -> Tensor:
     """g(y) for a continuous y: (G, B) -> (G, B, embed), plus [y, 1, y^2] with the linear head."""
-    b = torch.nn.functional.elu(torch.baddbmm(p["c1"], y.unsqueeze(-1), p["U1"]))
+    b = torch.nn.functional.elu(torch.baddbmm(p["c1"], y_basis(y), p["U1"]))
     b = torch.nn.functional.elu(torch.baddbmm(p["c2"], b, p["U2"]))
     g = torch.baddbmm(p["c3"], b, p["U3"])
     if "Lw" in p:
