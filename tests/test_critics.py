@@ -89,7 +89,6 @@ def test_normalised_bound_ignores_a_function_of_x():
 
 def test_linear_head_option_is_checked_and_can_be_turned_off():
     from faceaudit.errors import InputError
-    from faceaudit.expressivity import estimate_expressivity
 
     x, y, truth = gaussian_task(2000, 4, 0.7, seed=6)
     with pytest.raises(InputError, match="linear_head"):

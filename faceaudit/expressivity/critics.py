@@ -37,6 +37,10 @@ import torch
 from torch import Tensor
 
 
+N_BUMPS = 15  # Gaussian bumps of the attribute basis, centred on -3 .. 3 standard deviations
+_BUMP_WIDTH = 6.0 / (N_BUMPS - 1)  # one centre spacing
+
+
 @dataclass(frozen=True)
 class CriticShape:
     """Sizes of the stacked networks."""
@@ -156,10 +160,6 @@ def encode(p: dict[str, Tensor], x: Tensor) -> Tensor:
     elif "V" in p:  # LDA head: the log-posterior of every class, added to the class logits
         f = torch.cat([f, torch.log_softmax(torch.baddbmm(p["v0"], x, p["V"]), -1)], -1)
     return f
-
-
-N_BUMPS = 15  # Gaussian bumps of the attribute basis, centred on -3 .. 3 standard deviations
-_BUMP_WIDTH = 6.0 / (N_BUMPS - 1)  # one centre spacing
 
 
 def y_basis(y: Tensor) -> Tensor:
