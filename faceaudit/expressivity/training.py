@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-_CHUNK_ELEMS = 1 << 23  # bound on G * rows * cols held at once during evaluation
+_CHUNK_ELEMS = 1 << 18  # G * rows * cols per evaluation chunk: about 1 MB, so a chunk's elementwise passes stay in cache
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,7 @@ def train_jobs(
             st_use = state if full else {k: (sub(v) if isinstance(k, str) else v) for k, v in state.items()}
             idx = torch.from_numpy(batcher.next()[act_np]).to(dev)
             lo = layer_of if full else sub(layer_of)
-            xb = X[lo[:, None], idx]
+            xb = _gather_rows(X, lo, idx)
             yb = sub(Y).gather(1, idx)
             loss, value = est.train_step(p_use, xb, yb, continuous, aux_use, st_use, idx)
             if not full:
@@ -396,6 +396,14 @@ def _references(job: Job, test_rows: np.ndarray, k: int) -> np.ndarray:
     return np.resize(others, k).astype(np.int64)
 
 
+def _gather_rows(X: Tensor, layer_of: Tensor, idx: Tensor) -> Tensor:
+    """X[layer_of[g], idx[g]] for every critic g, (G, m, d): one index_select on the flattened layers,
+    a few times faster on CPU than the equivalent advanced indexing."""
+    L, n, d = X.shape
+    flat = (layer_of[:, None] * n + idx).reshape(-1)
+    return X.reshape(L * n, d).index_select(0, flat).view(idx.shape[0], idx.shape[1], d)
+
+
 def _finite(v: float) -> float:
     return float(v) if math.isfinite(v) else 0.0
 
@@ -449,7 +457,7 @@ def evaluate(
     the G critics (which must share `idx`) are averaged into one and (1,) is returned.
     """
     G, m = idx.shape
-    xs = X[layer_of[:, None], idx]
+    xs = _gather_rows(X, layer_of, idx)
     ys = Y.gather(1, idx)
     f = critics.encode(params, xs)
     if est.family == "conditional":
