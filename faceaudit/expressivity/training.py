@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from faceaudit._malloc import keep_freed_memory
 from faceaudit._progress import progress as _progress_bar
 from faceaudit.expressivity import critics
 
@@ -137,6 +138,8 @@ def train_jobs(
     if not jobs:
         return []
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()  # each step's freed tensors are reused, not faulted back in (see faceaudit._malloc)
     continuous = jobs[0].n_classes == 0
     if any((j.n_classes == 0) != continuous for j in jobs):
         raise ValueError("train_jobs needs jobs of one attribute kind")
