@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -11,8 +12,6 @@ CODE = "from faceaudit._malloc import keep_freed_memory as k; print(k(), k())"
 
 
 def _run(env_extra: dict[str, str]) -> str:
-    import os
-
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "FACEAUDIT_MALLOC"))}
     env.update(env_extra)
     out = subprocess.run([sys.executable, "-c", CODE], env=env, capture_output=True, text=True, check=True)
