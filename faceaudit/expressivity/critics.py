@@ -151,21 +151,21 @@ def linear_head_init(
 def encode(p: dict[str, Tensor], x: Tensor) -> Tensor:
     """f(x) for all critics: x (G, B, d) -> (G, B, head_out), plus 3 (linear head) or C (LDA head) columns."""
     h = p["W1"].shape[-1]
-    # the heads' linear maps of x ride in the first layer's matmul: x is read once (forward) and once
-    # (weight gradient), where separate thin matmuls would each stream the whole (G, B, d) batch again
-    head = ("Lb", "Lw") if "Lw" in p else ("v0", "V") if "V" in p else None
-    if head is None:
-        z = torch.baddbmm(p["b1"], x, p["W1"])
-    else:
-        z = torch.baddbmm(torch.cat([p["b1"], p[head[0]]], -1), x, torch.cat([p["W1"], p[head[1]]], -1))
+    # the head's linear map of x (Lw or V) rides in the first layer's matmul as extra columns: the
+    # (G, B, d) batch is read once forward and once for the weight gradient, not again per thin matmul
+    w, b = p["W1"], p["b1"]
+    for wk, bk in (("Lw", "Lb"), ("V", "v0")):
+        if wk in p:
+            w, b = torch.cat([w, p[wk]], -1), torch.cat([b, p[bk]], -1)
+    z = torch.baddbmm(b, x, w)
     a = torch.nn.functional.elu(z[..., :h])
     a = torch.nn.functional.elu(torch.baddbmm(p["b2"], a, p["W2"]))
     f = torch.baddbmm(p["b3"], a, p["W3"])
-    if head == ("Lb", "Lw"):  # linear-Gaussian head: [m/s^2, -m^2/(2 s^2) - log(s^2)/2, q], paired with g's [y, 1, y^2]
+    if "Lw" in p:  # linear-Gaussian head: [m/s^2, -m^2/(2 s^2) - log(s^2)/2, q], paired with g's [y, 1, y^2]
         m = z[..., h:]  # (G, B, 1)
         inv = torch.exp(-p["Ls"])
         f = torch.cat([f, m * inv, -0.5 * m * m * inv - 0.5 * p["Ls"], p["Lq"].expand_as(m)], -1)
-    elif head is not None:  # LDA head: the log-posterior of every class, added to the class logits
+    elif "V" in p:  # LDA head: the log-posterior of every class, added to the class logits
         f = torch.cat([f, torch.log_softmax(z[..., h:], -1)], -1)
     return f
 
