@@ -20,6 +20,7 @@ from faceaudit.expressivity import (
     list_estimators,
 )
 
+from faceaudit.expressivity import training
 from faceaudit.expressivity.training import Job, evaluate_ensemble, train_jobs
 
 FAST = {"max_steps": 800, "patience": 4}
@@ -114,7 +115,15 @@ def test_deterministic_for_a_seed():
     assert a.to_dict() == b.to_dict()
 
 
-def test_batched_equals_one_at_a_time():
+def test_batched_equals_one_at_a_time(monkeypatch):
+    compactions = []
+    real_compact = training._Stack.compact
+
+    def spy(self: training._Stack, keep: np.ndarray) -> None:  # counts, then calls the real method
+        compactions.append(len(keep))
+        real_compact(self, keep)
+
+    monkeypatch.setattr(training._Stack, "compact", spy)
     rng = np.random.default_rng(6)
     n = 1200
     y = rng.normal(size=n)
@@ -136,6 +145,7 @@ def test_batched_equals_one_at_a_time():
         assert a[key].steps == b[key].steps
         assert a[key].raw_mi == pytest.approx(b[key].raw_mi, abs=2e-4)
     assert a[("l1", "age")].n == n - 50 and a[("l1", "grp")].n == n
+    assert compactions, "no critic stopped while others trained on: the stack's compaction went untested"
 
 
 @pytest.mark.parametrize("estimator", ["mine", "nwj"])

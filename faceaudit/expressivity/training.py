@@ -102,15 +102,52 @@ class _Batcher:
         self.order = [r[g.permutation(len(r))] for r, g in zip(train_rows, self.rngs)]
         self.pos = [0] * len(train_rows)
 
-    def next(self) -> np.ndarray:
-        out = np.empty((len(self.rows), self.batch), dtype=np.int64)
-        for g in range(len(self.rows)):
+    def next(self, jobs: np.ndarray) -> np.ndarray:
+        """The next minibatch of each of `jobs` (indices), (len(jobs), batch); the others do not advance."""
+        out = np.empty((len(jobs), self.batch), dtype=np.int64)
+        for i, g in enumerate(jobs):
             if self.pos[g] + self.batch > len(self.order[g]):
                 self.order[g] = self.rows[g][self.rngs[g].permutation(len(self.rows[g]))]
                 self.pos[g] = 0
-            out[g] = self.order[g][self.pos[g] : self.pos[g] + self.batch]
+            out[i] = self.order[g][self.pos[g] : self.pos[g] + self.batch]
             self.pos[g] += self.batch
         return out
+
+
+class _Stack:
+    """The critics being trained: stacked parameters, their Adam optimiser, per-critic learning-rate
+    factors and the estimator's per-critic state, for the jobs in `live` (sorted job indices).
+
+    Stopped critics stay in the stack (their gradients zeroed) until :meth:`compact` drops them, when
+    half of it has stopped: the optimiser's and the bookkeeping's work then scales with the critics
+    still training, not with all of them. Adam is elementwise, so compacting changes no number."""
+
+    def __init__(self, params: dict[str, Tensor], opt: torch.optim.Optimizer):
+        self.params = params
+        self.opt = opt
+        n = next(iter(params.values())).shape[0]
+        self.live = np.arange(n)
+        self.lr_scale = torch.ones(n, device=next(iter(params.values())).device)
+        self.state: dict[Any, Any] = {}  # the estimator's: str keys per critic, tuple keys shared
+
+    def compact(self, keep: np.ndarray) -> None:
+        """Keep only the critics at positions `keep` (sorted)."""
+        n = len(self.live)
+        idx = torch.from_numpy(keep).to(self.lr_scale.device)
+
+        def cut(v: Any) -> Any:
+            if torch.is_tensor(v):
+                return v.index_select(0, idx) if v.dim() and v.shape[0] == n else v.clone()
+            return v
+
+        new = {k: v.detach().index_select(0, idx).requires_grad_(True) for k, v in self.params.items()}
+        opt = type(self.opt)(list(new.values()), **self.opt.defaults)
+        for old_p, new_p in zip(self.params.values(), new.values()):
+            if old_p in self.opt.state:
+                opt.state[new_p] = {k: cut(v) for k, v in self.opt.state[old_p].items()}
+        self.params, self.opt, self.live = new, opt, self.live[keep]
+        self.lr_scale = self.lr_scale.index_select(0, idx)
+        self.state = {k: (cut(v) if isinstance(k, str) else v) for k, v in self.state.items()}
 
 
 def _pad_sets(sets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -189,7 +226,7 @@ def train_jobs(
         continuous=continuous, conditional=est.family == "conditional", linear=linear,
     )
     params = {k: torch.from_numpy(v).to(dev).requires_grad_(True) for k, v in init.items()}
-    opt = torch.optim.Adam(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    stack = _Stack(params, torch.optim.Adam(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay))
     # class log-frequencies (train) and padded-class mask
     aux: dict[str, Tensor] = {}
     if not continuous:
@@ -200,7 +237,6 @@ def train_jobs(
         aux["train_logp"] = logp.to(dev)
         aux["class_valid"] = torch.isfinite(logp).to(dev)
     est.prepare(jobs, splits, aux, Y, dev)
-    state: dict[str, Any] = {}
 
     best = {k: v.detach().clone() for k, v in params.items()}
     best_step = np.zeros(G, dtype=np.int64)
@@ -218,7 +254,6 @@ def train_jobs(
     stale = np.zeros(G, dtype=np.int64)
     # per-critic learning-rate decay on a plateau of the validation bound: Adam's step is linear in
     # lr, so scaling each critic's parameter change by its factor is Adam with a per-critic lr
-    lr_scale = torch.ones(G, device=dev)
     scaled = False  # kept on the host: testing lr_scale itself every step would sync a GPU
     decays_left = np.full(G, int(cfg.lr_decays), dtype=np.int64)
     decay_after = max(1, int(cfg.patience) // 2)
@@ -230,43 +265,49 @@ def train_jobs(
     step = 0
     try:
         while step < cfg.max_steps and active.any():
-            # only the critics still training are computed (stopped ones are dropped from the stack)
+            # only the critics still training are computed: `act` indexes the jobs, `pos` their places
+            # in the stack (which still holds stopped critics until half of it has stopped)
             act_np = np.flatnonzero(active)
-            full = len(act_np) == G
+            pos_np = np.searchsorted(stack.live, act_np)
+            all_jobs, all_live = len(act_np) == G, len(act_np) == len(stack.live)
             act = torch.from_numpy(act_np).to(dev)
-            sub = (lambda t: t) if full else (lambda t: t.index_select(0, act))
-            p_use = params if full else {k: sub(v) for k, v in params.items()}
-            aux_use = aux if full else {k: sub(v) for k, v in aux.items()}
-            st_use = state if full else {k: (sub(v) if isinstance(k, str) else v) for k, v in state.items()}
-            idx = torch.from_numpy(batcher.next()[act_np]).to(dev)
-            lo = layer_of if full else sub(layer_of)
+            pos = torch.from_numpy(pos_np).to(dev)
+            sub = (lambda t: t) if all_jobs else (lambda t: t.index_select(0, act))
+            sub_s = (lambda t: t) if all_live else (lambda t: t.index_select(0, pos))
+            params, state = stack.params, stack.state
+            p_use = params if all_live else {k: sub_s(v) for k, v in params.items()}
+            aux_use = aux if all_jobs else {k: sub(v) for k, v in aux.items()}
+            st_use = state if all_live else {k: (sub_s(v) if isinstance(k, str) else v) for k, v in state.items()}
+            idx = torch.from_numpy(batcher.next(act_np)).to(dev)
+            lo = sub(layer_of)
             xb = _gather_rows(X, lo, idx)
             yb = sub(Y).gather(1, idx)
             loss, value = est.train_step(p_use, xb, yb, continuous, aux_use, st_use, idx)
-            if not full:
+            if not all_live:
                 for k, v in st_use.items():
                     if isinstance(k, str):
                         if k in state:
-                            state[k] = state[k].index_copy(0, act, v)
+                            state[k] = state[k].index_copy(0, pos, v)
                         else:  # first use: full-size holder
-                            holder = torch.zeros((G, *v.shape[1:]), dtype=v.dtype, device=dev)
-                            state[k] = holder.index_copy(0, act, v)
+                            holder = torch.zeros((len(stack.live), *v.shape[1:]), dtype=v.dtype, device=dev)
+                            state[k] = holder.index_copy(0, pos, v)
             else:
                 state.update(st_use)
-            opt.zero_grad(set_to_none=False)
+            stack.opt.zero_grad(set_to_none=False)
             loss.sum().backward()
-            if not full:  # no momentum drift for stopped critics
+            if not all_live:  # no momentum drift for stopped critics
+                stopped = torch.from_numpy(np.flatnonzero(~active[stack.live])).to(dev)
                 for v in params.values():
-                    v.grad.index_fill_(0, torch.from_numpy(np.flatnonzero(~active)).to(dev), 0.0)
+                    v.grad.index_fill_(0, stopped, 0.0)
             if scaled:
                 before = {k: v.detach().clone() for k, v in params.items()}
-                opt.step()
+                stack.opt.step()
                 with torch.no_grad():
                     for k, v in params.items():
-                        m = lr_scale.view(-1, *([1] * (v.dim() - 1)))
+                        m = stack.lr_scale.view(-1, *([1] * (v.dim() - 1)))
                         v.copy_(before[k] + m * (v - before[k]))
             else:
-                opt.step()
+                stack.opt.step()
             step += 1
             steps_run[active] = step
             train_acc[act] += value.detach()
@@ -274,8 +315,8 @@ def train_jobs(
             bar.update(1)
             if step % cfg.eval_every == 0 or step == cfg.max_steps:
                 with torch.no_grad():
-                    v_sub, _ = evaluate(est, p_use if full else {k: sub(v) for k, v in params.items()}, X, lo,
-                                        sub(Y), sub(val_idx_t), sub(val_mask_t), continuous, aux_use,
+                    v_sub, _ = evaluate(est, {k: sub_s(v) for k, v in params.items()}, X, lo, sub(Y),
+                                        sub(val_idx_t), sub(val_mask_t), continuous, aux_use,
                                         max_cols=cfg.val_cols, which="val")
                 v = torch.full((G,), -math.inf, device=dev).index_copy(0, act, v_sub)
                 tr = (train_acc / max(n_acc, 1)).cpu().numpy()
@@ -288,22 +329,26 @@ def train_jobs(
                     curves[g][1].append(float(tr[g]))
                     curves[g][2].append(float(vv[g]))
                 if improved.any():
-                    imp_t = torch.from_numpy(improved).to(dev)
+                    imp = np.flatnonzero(improved)
+                    imp_t = torch.from_numpy(imp).to(dev)
+                    imp_pos = torch.from_numpy(np.searchsorted(stack.live, imp)).to(dev)
                     for k in params:
-                        m = imp_t.view(-1, *([1] * (params[k].dim() - 1)))
-                        best[k] = torch.where(m, params[k].detach(), best[k])
-                    best_val = torch.where(imp_t, v, best_val)
+                        best[k].index_copy_(0, imp_t, params[k].detach().index_select(0, imp_pos))
+                    best_val = torch.where(torch.from_numpy(improved).to(dev), v, best_val)
                     best_step[improved] = step
                 stale[improved] = 0
                 stale[~improved & active] += 1
                 decay = active & (stale >= decay_after) & (decays_left > 0)
                 if decay.any():
-                    lr_scale = torch.where(torch.from_numpy(decay).to(dev), lr_scale * float(cfg.lr_decay), lr_scale)
+                    d_live = torch.from_numpy(decay[stack.live]).to(dev)
+                    stack.lr_scale = torch.where(d_live, stack.lr_scale * float(cfg.lr_decay), stack.lr_scale)
                     decays_left[decay] -= 1
                     scaled = scaled or float(cfg.lr_decay) != 1.0
                     stale[decay] = 0
                 done = active & (stale >= cfg.patience) & (step >= cfg.min_steps)
                 active &= ~done
+                if 0 < active.sum() <= len(stack.live) // 2:
+                    stack.compact(np.flatnonzero(active[stack.live]))
     finally:
         bar.close()
     converged = stale >= cfg.patience
@@ -501,29 +546,30 @@ def evaluate(
         c = int(ncols.max())
         gc = g[:, :c]
         cols_valid = torch.arange(c, device=X.device)[None, :] < ncols[:, None]  # (G, c)
+        # masks enter as additive biases (0 or -inf) broadcast from (G, 1, c) and (r, c): an add is a
+        # cheap pass, where a where() over the (G, r, c) chunk costs as much as the exp in logsumexp
+        col_bias = torch.zeros((G, 1, c), device=X.device).masked_fill_(~cols_valid[:, None, :], -math.inf)
         need_col = which != "val"  # the column terms enter the standard error only, unused for early stopping
         r = max(1, _CHUNK_ELEMS // max(1, f.shape[0] * c))
         rows_l, nce_l = [], []
         col_acc = torch.full((G, c), -math.inf, device=X.device)
+        jj = torch.arange(c, device=X.device)[None, :]
         for s in range(0, m, r):
             e = min(m, s + r)
             mm = critics.soft_cap(torch.bmm(f[:, s:e], gc.transpose(1, 2)), est.cap)  # (G, r, c)
             mm = pool(norm(mm, None if logz is None else logz[:, s:e, None]))
             ii = torch.arange(s, e, device=X.device)[:, None]
-            jj = torch.arange(c, device=X.device)[None, :]
-            diag = ii == jj
-            valid = cols_valid[:, None, :] & ~diag[None]
-            n_off = valid.sum(-1).clamp(min=1).float()  # (G, r)
+            diag_bias = torch.zeros((e - s, c), device=X.device).masked_fill_(ii == jj, -math.inf)
+            # valid columns of row i: the first ncols, less the pair's own column when i < ncols
+            n_off = (ncols[:, None] - (ii.T < ncols[:, None]).long()).clamp(min=1).float()  # (G, r)
             tm = est.transform_marginal(mm)
-            neg = torch.full_like(mm, -math.inf)
-            row_lse = torch.logsumexp(torch.where(valid, tm, neg), -1) - torch.log(n_off)
-            rows_l.append(row_lse)
+            tv = (tm + col_bias).add_(diag_bias)
+            rows_l.append(torch.logsumexp(tv, -1) - torch.log(n_off))
             if est.contrastive:  # the InfoNCE term: each row against all columns, its own pair included
-                vn = cols_valid[:, None, :].expand_as(mm)
-                nce_l.append(torch.logsumexp(torch.where(vn, mm, neg), -1) - torch.log(ncols.float())[:, None])
+                nce_l.append(torch.logsumexp(mm + col_bias, -1) - torch.log(ncols.float())[:, None])
             if need_col:
-                rmask = mask[:, s:e, None]
-                col_acc = torch.logaddexp(col_acc, torch.logsumexp(torch.where(valid & rmask, tm, neg), 1))
+                row_bias = torch.zeros((G, e - s, 1), device=X.device).masked_fill_(~mask[:, s:e, None], -math.inf)
+                col_acc = torch.logaddexp(col_acc, torch.logsumexp(tv.add_(row_bias), 1))
         row = torch.cat(rows_l, 1)
         row_nce = torch.cat(nce_l, 1) if est.contrastive else row
         if need_col:
