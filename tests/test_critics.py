@@ -11,7 +11,7 @@ import torch
 from scipy import special, stats
 
 from faceaudit.expressivity import critics, estimate_expressivity, get_estimator
-from faceaudit.expressivity.training import _references, Job, evaluate
+from faceaudit.expressivity.training import _TINY, _log_partition, _references, Job, evaluate
 from test_expressivity import _one_thread, binary_mixture_mi, gaussian_task  # noqa: F401  (autouse fixture)
 
 
@@ -154,3 +154,72 @@ def test_capped_partition_term_matches_the_direct_formula():
         assert torch.isfinite(got).all()
         np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=0, atol=1e-9)
         np.testing.assert_allclose(g_got.numpy(), g_want.numpy(), rtol=1e-7, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mine", "nwj"])
+@pytest.mark.parametrize("case", ["trained-like", "sharp", "above-cap"])
+def test_ratio_space_evaluation_matches_log_space(name, case):
+    # the held-out bound of a normalised critic is summed in ratio space (a sigmoid and a division per pair);
+    # the same estimator with a marginal transform that is numerically the identity takes the log-space path
+    x, y, _ = gaussian_task(3000, 4, 0.8, seed=8)
+    y = ((y - y.mean()) / y.std()).astype(np.float32)
+    rows = np.random.default_rng(3).permutation(len(y))
+    train, test = rows[:1500], rows[1500:2700]
+    p = _untrained_critic(x, y, 0, train)
+    n_refs = 1024
+    if case == "sharp":  # a residual variance of 1e-5: most pairs far below float32's floor after exp
+        p["Ls"][:] = math.log(1e-5)
+        p["Lq"][:] = 0.5 - 0.5 / 1e-5
+        n_refs = 16  # so that some rows have no reference near their own attribute value (the log-space fallback)
+    elif case == "above-cap":  # h(x) of +20 nats: every pair is in the soft cap's bend or above it
+        p["c3"][0, 0, 0] = 1.0
+        p["W3"][0, :, 0] = 0.0
+        p["b3"][0, 0, 0] = 20.0
+    refs = rows[2700:2700 + n_refs].astype(np.int64)
+    est = get_estimator(name)
+
+    class LogSpace(type(est)):  # same bound, but the evaluation cannot take the ratio-space path
+        def transform_marginal(self, t):
+            return t * 1.0
+
+    slow = LogSpace()
+    assert est.identity_marginal() and not slow.identity_marginal()
+    if case == "sharp":
+        f = critics.encode(p, torch.from_numpy(x[test])[None])
+        _, S = _log_partition(p, f, torch.from_numpy(y)[None], torch.from_numpy(refs)[None], est.cap)
+        assert 0 < int((S < _TINY).sum()) < len(test)  # both paths occur in one evaluation
+    v_fast, se_fast = _bound(est, p, x, y, test, True, refs)
+    v_slow, se_slow = _bound(slow, p, x, y, test, True, refs)
+    assert math.isfinite(v_fast) and math.isfinite(se_fast)
+    assert v_fast == pytest.approx(v_slow, abs=2e-5, rel=1e-5)
+    assert se_fast == pytest.approx(se_slow, abs=2e-6, rel=1e-4)
+
+
+@pytest.mark.parametrize("log_space", [False, True])
+def test_padded_rows_do_not_change_the_bound(log_space):
+    # in a stack, a critic with fewer test rows is padded to the longest set: its padding must not enter its
+    # bound or standard error (the column terms of the standard error sum over rows)
+    x, y, _ = gaussian_task(3000, 4, 0.8, seed=9)
+    y = ((y - y.mean()) / y.std()).astype(np.float32)
+    rows = np.random.default_rng(4).permutation(len(y))
+    p = _untrained_critic(x, y, 0, rows[:1500])
+    test, refs = rows[1500:2700], rows[2700:2956].astype(np.int64)
+    est = get_estimator("mine")
+    if log_space:
+        class LogSpace(type(est)):
+            def transform_marginal(self, t):
+                return t * 1.0
+
+        est = LogSpace()
+    alone = _bound(est, p, x, y, test[:1000], True, refs)
+    stack = {k: torch.cat([v, v]) for k, v in p.items()}
+    idx = torch.from_numpy(np.stack([test, test]).astype(np.int64))
+    mask = torch.ones_like(idx, dtype=torch.bool)
+    mask[0, 1000:] = False  # critic 0: 1,000 rows and 200 rows of padding
+    with torch.no_grad():
+        v, se = evaluate(est, stack, torch.from_numpy(x)[None], torch.zeros(2, dtype=torch.long),
+                         torch.from_numpy(y)[None].expand(2, -1), idx, mask, True,
+                         {"ref_idx": torch.from_numpy(refs)[None].expand(2, -1)}, max_cols=None, which="test")
+    assert float(v[0]) == pytest.approx(alone[0], abs=1e-5)
+    assert float(se[0]) == pytest.approx(alone[1], rel=1e-4)
+    assert float(se[1]) != pytest.approx(alone[1], rel=1e-3)  # critic 1 really has other rows

@@ -112,6 +112,11 @@ class NeuralEstimator:
     def transform_marginal(self, t: Tensor) -> Tensor:
         return t
 
+    def identity_marginal(self) -> bool:
+        """True when :meth:`transform_marginal` is the identity (not overridden): the held-out
+        evaluation may then sum the marginal pairs in ratio space."""
+        return type(self).transform_marginal is NeuralEstimator.transform_marginal
+
     def train_step(self, p, xb, yb, continuous, aux, state, idx) -> tuple[Tensor, Tensor]:
         f = critics.encode(p, xb)
         G, B = yb.shape

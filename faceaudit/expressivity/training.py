@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 _CHUNK_ELEMS = 1 << 18  # G * rows * cols per evaluation chunk: about 1 MB, so a chunk's elementwise passes stay in cache
+_TINY = 1e-30  # a sum of sigmoids below this is near float32's floor: such rows are evaluated in log space
+_FLOOR = float(torch.finfo(torch.float32).tiny)  # smallest normal float32: a row sum of 0 becomes log(_FLOOR), not -inf
 
 
 @dataclass(frozen=True)
@@ -456,23 +458,35 @@ def _finite(v: float) -> float:
     return float(v) if math.isfinite(v) else 0.0
 
 
-def _log_partition(params: dict[str, Tensor], f: Tensor, Y: Tensor, ref_idx: Tensor, cap: float) -> Tensor:
-    """log mean_j exp T(x_i, y_j) over the reference attribute values `ref_idx` (rows not evaluated on), (G, m).
+def _log_partition(params: dict[str, Tensor], f: Tensor, Y: Tensor, ref_idx: Tensor, cap: float
+                   ) -> tuple[Tensor, Tensor]:
+    """log mean_j exp T(x_i, y_j) over the reference attribute values `ref_idx` (rows not evaluated on), (G, m),
+    and the same partition as S_i = sum_j sigmoid(T(x_i, y_j) - cap) = K exp(logz_i - cap), (G, m).
 
     Subtracting it from T gives the critic's best correction by a function of x alone (the
     DV bound of T + h(x) is largest at h = -log E_y[exp T(x, y)]). The references are not
     evaluation rows, so the corrected critic is still a fixed function and its held-out
-    DV value still a lower bound."""
+    DV value still a lower bound. exp(soft_cap(t)) = e^cap sigmoid(t - cap), so a sigmoid and a
+    sum give the partition; rows where every reference is so far below the cap that the sum of
+    sigmoids nears float32's floor (S < _TINY) get the log-sum-exp instead."""
     ref = ref_idx.expand(f.shape[0], -1)
-    gr = critics.embed_y(params, Y.gather(1, ref))
+    grt = critics.embed_y(params, Y.gather(1, ref)).transpose(1, 2)
     K = ref.shape[1]
     m = f.shape[1]
     r = max(1, _CHUNK_ELEMS // max(1, f.shape[0] * K))
-    out = [
-        torch.logsumexp(critics.soft_cap(torch.bmm(f[:, s:s + r], gr.transpose(1, 2)), cap), -1)
-        for s in range(0, m, r)
-    ]
-    return torch.cat(out, 1) - math.log(K)
+    S = torch.cat([torch.bmm(f[:, s:s + r], grt).sub_(cap).sigmoid_().sum(-1) for s in range(0, m, r)], 1)
+    logz = torch.log(S) + (cap - math.log(K))
+    tiny = S < _TINY
+    for s in _chunks_with(tiny, r):
+        exact = torch.logsumexp(critics.soft_cap(torch.bmm(f[:, s:s + r], grt), cap), -1) - math.log(K)
+        logz[:, s:s + r] = torch.where(tiny[:, s:s + r], exact, logz[:, s:s + r])
+    return logz, S
+
+
+def _chunks_with(rows: Tensor, r: int) -> list[int]:
+    """Starts of the chunks of `r` rows where `rows` (G, m) is true for some critic."""
+    hit = rows.any(0).cpu().numpy()
+    return [s for s in range(0, len(hit), r) if hit[s:s + r].any()]
 
 
 def _normalized(t: Tensor, logz: Tensor, k: int) -> Tensor:
@@ -537,7 +551,7 @@ def evaluate(
         g = critics.embed_y(params, ys)
         # with references, each critic is normalised first and the normalised critics are averaged
         # (the bound is concave in the critic, so the average is at least the mean of the seeds)
-        logz = _log_partition(params, f, Y, ref_idx, est.cap) if ref_idx is not None else None
+        logz, S = _log_partition(params, f, Y, ref_idx, est.cap) if ref_idx is not None else (None, None)
         norm = (lambda t, lz: t) if logz is None else (  # noqa: E731
             lambda t, lz: _normalized(t, lz, ref_idx.shape[1]) + float(est.norm_shift or 0.0))
         t_pos = pool(norm(critics.soft_cap((f * g).sum(-1), est.cap), logz))
@@ -545,23 +559,44 @@ def evaluate(
         ncols = n_valid if max_cols is None else torch.clamp(n_valid, max=max_cols)
         c = int(ncols.max())
         gc = g[:, :c]
+        gct = gc.transpose(1, 2)
         cols_valid = torch.arange(c, device=X.device)[None, :] < ncols[:, None]  # (G, c)
         # masks enter as additive biases (0 or -inf) broadcast from (G, 1, c) and (r, c): an add is a
         # cheap pass, where a where() over the (G, r, c) chunk costs as much as the exp in logsumexp
         col_bias = torch.zeros((G, 1, c), device=X.device).masked_fill_(~cols_valid[:, None, :], -math.inf)
         need_col = which != "val"  # the column terms enter the standard error only, unused for early stopping
+        # ratio space: for a normalised critic, exp T' = (K + 1) s / (S + s) with s = sigmoid(T - cap), so the
+        # marginal sums need a sigmoid and a division per pair instead of three transcendental functions;
+        # rows with a tiny S, seed averages (a mean of logs) and clipped marginals stay in log space
+        ratio = S is not None and not ensemble and not est.contrastive and est.identity_marginal()
+        if ratio:
+            log_scale = math.log(ref_idx.shape[1] + 1) + float(est.norm_shift or 0.0)
+            tiny_rows = (S < _TINY).any(0).cpu().numpy()
+            col_keep = None if bool(cols_valid.all()) else cols_valid[:, None, :].float()
+            maskf_t = maskf[:, None, :]
         r = max(1, _CHUNK_ELEMS // max(1, f.shape[0] * c))
         rows_l, nce_l = [], []
         col_acc = torch.full((G, c), -math.inf, device=X.device)
         jj = torch.arange(c, device=X.device)[None, :]
         for s in range(0, m, r):
             e = min(m, s + r)
-            mm = critics.soft_cap(torch.bmm(f[:, s:e], gc.transpose(1, 2)), est.cap)  # (G, r, c)
-            mm = pool(norm(mm, None if logz is None else logz[:, s:e, None]))
             ii = torch.arange(s, e, device=X.device)[:, None]
-            diag_bias = torch.zeros((e - s, c), device=X.device).masked_fill_(ii == jj, -math.inf)
             # valid columns of row i: the first ncols, less the pair's own column when i < ncols
             n_off = (ncols[:, None] - (ii.T < ncols[:, None]).long()).clamp(min=1).float()  # (G, r)
+            if ratio and not tiny_rows[s:e].any():
+                q = torch.bmm(f[:, s:e], gct).sub_(est.cap).sigmoid_()
+                q = q.div_(q + S[:, s:e, None])  # exp(T') / (K + 1)
+                if col_keep is not None:
+                    q.mul_(col_keep)
+                q.diagonal(offset=s, dim1=1, dim2=2).zero_()  # the pair's own column
+                rows_l.append(torch.log(q.sum(-1).clamp_min(_FLOOR)) + log_scale - torch.log(n_off))
+                if need_col:
+                    colsum = torch.bmm(maskf_t[:, :, s:e], q).squeeze(1)
+                    col_acc = torch.logaddexp(col_acc, torch.log(colsum.clamp_min(_FLOOR)) + log_scale)
+                continue
+            mm = critics.soft_cap(torch.bmm(f[:, s:e], gct), est.cap)  # (G, r, c)
+            mm = pool(norm(mm, None if logz is None else logz[:, s:e, None]))
+            diag_bias = torch.zeros((e - s, c), device=X.device).masked_fill_(ii == jj, -math.inf)
             tm = est.transform_marginal(mm)
             tv = (tm + col_bias).add_(diag_bias)
             rows_l.append(torch.logsumexp(tv, -1) - torch.log(n_off))
