@@ -571,12 +571,12 @@ def evaluate(
         # marginal sums need a sigmoid and a division per pair instead of three transcendental functions;
         # rows with a tiny S, seed averages (a mean of logs) and clipped marginals stay in log space
         ratio = S is not None and not ensemble and not est.contrastive and est.identity_marginal()
+        r = max(1, _CHUNK_ELEMS // max(1, f.shape[0] * c))
         if ratio:
             log_scale = math.log(ref_idx.shape[1] + 1) + float(est.norm_shift or 0.0)
-            tiny_rows = (S < _TINY).any(0).cpu().numpy()
+            log_chunks = set(_chunks_with(S < _TINY, r))
             col_keep = None if bool(cols_valid.all()) else cols_valid[:, None, :].float()
             maskf_t = maskf[:, None, :]
-        r = max(1, _CHUNK_ELEMS // max(1, f.shape[0] * c))
         rows_l, nce_l = [], []
         col_acc = torch.full((G, c), -math.inf, device=X.device)
         jj = torch.arange(c, device=X.device)[None, :]
@@ -585,7 +585,7 @@ def evaluate(
             ii = torch.arange(s, e, device=X.device)[:, None]
             # valid columns of row i: the first ncols, less the pair's own column when i < ncols
             n_off = (ncols[:, None] - (ii.T < ncols[:, None]).long()).clamp(min=1).float()  # (G, r)
-            if ratio and not tiny_rows[s:e].any():
+            if ratio and s not in log_chunks:
                 q = torch.bmm(f[:, s:e], gct).sub_(est.cap).sigmoid_()
                 q = q.div_(q + S[:, s:e, None])  # exp(T') / (K + 1)
                 if col_keep is not None:
