@@ -1,6 +1,7 @@
 """Speed of batched expressivity (estimate_many) against a one-at-a-time loop of the same estimator.
 
-Run: python benchmarks/bench_expressivity_speed.py [--quick] [--threads N] [--loop-threads N] [--option KEY=VALUE]
+Run: python benchmarks/bench_expressivity_speed.py [--quick] [--device cuda] [--threads N] [--loop-threads N]
+     [--option KEY=VALUE]
 
 Workload (default): 5 layers x 3 attributes (2 continuous, 1 categorical) x 3 seeds,
 plus one permutation null per pair, n = 10,000 rows, d = 512 features per layer,
@@ -11,6 +12,7 @@ Prints both wall times, the ratio, and the largest difference between the two re
 Both use torch's default thread count (all cores) unless --threads is given; a loop of
 single critics gains nothing from a second thread (its matmuls are too small), so
 --loop-threads 1 times the loop at its own best setting for a stricter baseline.
+--device cuda runs both on the GPU (there a stack holds all critics of one attribute kind).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def workload(n: int, d: int, layers: int, seed: int = 0):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="n=2,000, 2 layers, max_steps=300")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto (CUDA when available)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     ap.add_argument("--loop-threads", type=int, default=None, help="torch threads for the one-at-a-time loop")
     ap.add_argument("--max-steps", type=int, default=None, help="cap training steps (shorter run, same workload)")
@@ -62,14 +65,14 @@ def main() -> None:
     seeds = 3
     n_critics = layers * len(attrs) * (seeds + 1)
     print(f"{layers} layers x {len(attrs)} attributes x {seeds} seeds (+1 null each) = {n_critics} critics; "
-          f"n={n}, d=512, threads={threads} (loop: {loop_threads}), options={opts}")
+          f"n={n}, d=512, device={args.device}, threads={threads} (loop: {loop_threads}), options={opts}")
     t0 = time.time()
-    a = estimate_many(feats, attrs, seeds=seeds, device="cpu", progress=False, batched=True, **opts)
+    a = estimate_many(feats, attrs, seeds=seeds, device=args.device, progress=False, batched=True, **opts)
     tb = time.time() - t0
     print(f"batched       : {tb:8.1f} s", flush=True)
     torch.set_num_threads(loop_threads)
     t0 = time.time()
-    b = estimate_many(feats, attrs, seeds=seeds, device="cpu", progress=False, batched=False, **opts)
+    b = estimate_many(feats, attrs, seeds=seeds, device=args.device, progress=False, batched=False, **opts)
     tl = time.time() - t0
     print(f"one at a time : {tl:8.1f} s")
     print(f"speed-up      : {tl / tb:8.2f} x")

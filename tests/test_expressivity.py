@@ -213,6 +213,20 @@ def test_bad_input_raises_input_error(features, attribute, kind, fragment):
         estimate_expressivity(features, attribute, kind=kind, seeds=1, progress=False, max_steps=5)
 
 
+@pytest.mark.parametrize("device", ["tpu", "gpu0", "cuda:x"])
+def test_unknown_device_raises_input_error(device):
+    x, y, _ = gaussian_task(200, 3, 0.5, seed=1)
+    with pytest.raises(InputError, match="unknown device"):
+        estimate_expressivity(x, y, device=device, progress=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU, so device='cuda' is valid")
+def test_cuda_without_a_gpu_says_what_to_use():
+    x, y, _ = gaussian_task(200, 3, 0.5, seed=1)
+    with pytest.raises(InputError, match="no CUDA GPU.*device='cpu'"):
+        estimate_expressivity(x, y, device="cuda", progress=False)
+
+
 def test_bad_options():
     x, y, _ = gaussian_task(100, 2, 0.5, seed=0)
     with pytest.raises(InputError, match="unknown option"):

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from faceaudit._malloc import keep_freed_memory
 from faceaudit._progress import progress as _progress_bar
+from faceaudit.errors import InputError
 from faceaudit.expressivity import critics
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,12 +73,26 @@ class Fit:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> CUDA when available, else CPU."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
+    """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda' or 'cuda:N' as asked, once torch can use it."""
+    if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {device!r} for expressivity; use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(
+                f"device={str(device)!r} was asked for, but torch sees no CUDA GPU (a CPU-only torch build, or no "
+                "driver). Use device='cpu', or device='auto' to take a GPU only when there is one."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(
+                f"device={str(device)!r}: torch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0."
+            )
+    return dev
 
 
 def _split(
