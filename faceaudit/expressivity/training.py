@@ -142,19 +142,18 @@ class _Stack:
     def __init__(self, params: dict[str, Tensor], opt: torch.optim.Optimizer):
         self.params = params
         self.opt = opt
-        n = next(iter(params.values())).shape[0]
-        self.live = np.arange(n)
-        self.lr_scale = torch.ones(n, device=next(iter(params.values())).device)
+        first = next(iter(params.values()))
+        self.live = np.arange(first.shape[0])
+        self.lr_scale = torch.ones(first.shape[0], device=first.device)
         self.state: dict[Any, Any] = {}  # the estimator's: str keys per critic, tuple keys shared
 
     def compact(self, keep: np.ndarray) -> None:
         """Keep only the critics at positions `keep` (sorted)."""
-        n = len(self.live)
         idx = torch.from_numpy(keep).to(self.lr_scale.device)
 
-        def cut(v: Any) -> Any:
+        def cut(v: Any) -> Any:  # per-critic tensors lead with the critic axis; Adam's scalar step is shared
             if torch.is_tensor(v):
-                return v.index_select(0, idx) if v.dim() and v.shape[0] == n else v.clone()
+                return v.index_select(0, idx) if v.dim() else v.clone()
             return v
 
         new = {k: v.detach().index_select(0, idx).requires_grad_(True) for k, v in self.params.items()}
