@@ -23,8 +23,8 @@ def _step(stack: training._Stack, jobs: np.ndarray, stopped: list[int]) -> None:
     loss = sum(((v - target) ** 2 * (1.0 + target)).sum() for v in stack.params.values())
     stack.opt.zero_grad(set_to_none=False)
     loss.backward()
-    for v in stack.params.values():
-        if stopped:
+    if stopped:
+        for v in stack.params.values():
             v.grad.index_fill_(0, torch.tensor(stopped), 0.0)
     stack.opt.step()
 
