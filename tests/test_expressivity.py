@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -148,6 +149,77 @@ def test_batched_equals_one_at_a_time(monkeypatch):
     assert compactions, "no critic stopped while others trained on: the stack's compaction went untested"
 
 
+def test_parallel_stacks_equal_one_stack_after_another(monkeypatch):
+    # two workers train the stacks at once, each in its own thread; with the same threads per stack
+    # (here one) every number is the one the stacks give one after another
+    threads = []
+    real = training.train_jobs
+
+    def spy(jobs, *args, **kwargs):
+        threads.append((threading.current_thread().name, len(jobs), torch.get_num_threads()))
+        return real(jobs, *args, **kwargs)
+
+    monkeypatch.setattr(training, "train_jobs", spy)
+    rng = np.random.default_rng(8)
+    n = 1000
+    y, c = rng.normal(size=n), rng.integers(0, 2, size=n)
+    feats = {f"l{i}": np.c_[np.tanh(y * (i + 1)) + rng.normal(size=n), c + rng.normal(size=n)] for i in range(2)}
+    attrs = {"y": (y, "continuous"), "y2": (y ** 2, "continuous"), "c": (c, "categorical")}
+    kw = dict(seeds=3, progress=False, max_steps=300, eval_every=25, patience=4)
+    par = estimate_many(feats, attrs, workers=2, **kw)
+    assert torch.get_num_threads() == 1  # the workers' thread counts do not leak into the caller
+    # 16 continuous critics form two stacks of 8, the 8 categorical ones one stack; all in worker threads
+    assert sorted(t[1] for t in threads) == [8, 8, 8]
+    assert len({t[0] for t in threads}) == 2 and all(t[0].startswith("faceaudit-stack") for t in threads)
+    assert all(t[2] == 1 for t in threads)
+    threads.clear()
+    one = estimate_many(feats, attrs, workers=1, **kw)
+    # one after another, in the calling thread; the continuous critics now share one stack
+    assert sorted(t[1] for t in threads) == [8, 16] and {t[0] for t in threads} == {"MainThread"}
+    for key in par:
+        np.testing.assert_allclose(par[key].seeds_mi, one[key].seeds_mi, atol=2e-4, err_msg=str(key))
+        assert par[key].steps == one[key].steps
+        assert par[key].null_mi == pytest.approx(one[key].null_mi, abs=2e-4)
+        assert par[key].raw_mi == pytest.approx(one[key].raw_mi, abs=2e-4)
+
+
+def test_a_failing_stack_stops_the_others(monkeypatch):
+    # the first stack fails at once; the second, which would train for 100,000 steps, ends within a step
+    steps = []
+    real = training.train_jobs
+
+    def flaky(jobs, est, **kwargs):
+        if jobs[0].n_classes:
+            raise RuntimeError("stack failed")
+        return real(jobs, est, **kwargs)
+
+    monkeypatch.setattr(training, "train_jobs", flaky)
+    real_step = training.critics.encode
+    monkeypatch.setattr(training.critics, "encode", lambda *a: steps.append(1) or real_step(*a))
+    x, y, _ = gaussian_task(600, 2, 0.5, seed=1)
+    c = (y > 0).astype(int)
+    with pytest.raises(RuntimeError, match="stack failed"):
+        estimate_many({"l": x}, {"y": (y, "continuous"), "c": (c, "categorical")}, workers=2, progress=False,
+                      max_steps=100_000, min_steps=100_000, seeds=1)
+    assert len(steps) < 5_000
+    assert torch.get_num_threads() == 1
+
+
+def test_stacks_are_planned_per_device_and_worker_count():
+    from faceaudit.expressivity.api import _plan_stacks
+
+    sel = list(range(40))
+    assert _plan_stacks(sel, "cpu", True, None, 2) == [sel[0::2], sel[1::2]]
+    assert _plan_stacks(sel, "cpu", True, None, 1) == [sel]
+    assert len(_plan_stacks(sel, "cpu", True, None, 16)) == 5  # at least 8 critics per stack
+    assert len(_plan_stacks(list(range(200)), "cpu", True, None, 1)) == 4  # at most 64 per stack
+    assert _plan_stacks(sel, "cuda", True, None, 1) == [sel]
+    assert len(_plan_stacks(sel, "cpu", True, 15, 2)) == 3
+    assert _plan_stacks([3, 5], "cpu", False, None, 2) == [[3], [5]]
+    assert _plan_stacks(list(range(4)), "cpu", True, None, 2) == [[0, 1, 2, 3]]
+    assert _plan_stacks([], "cpu", True, None, 2) == []
+
+
 @pytest.mark.parametrize("estimator", ["mine", "nwj"])
 @pytest.mark.parametrize("kind", ["continuous", "categorical"])
 def test_averaged_critic_bound_is_at_least_the_mean_of_the_seeds(kind, estimator):
@@ -235,6 +307,8 @@ def test_bad_options():
         estimate_expressivity(x, y, seeds=0, progress=False)
     with pytest.raises(InputError, match="lr_decay=1.5"):
         estimate_expressivity(x, y, progress=False, lr_decay=1.5)
+    with pytest.raises(InputError, match="workers=0"):
+        estimate_many({"l": x}, {"y": (y, "continuous")}, progress=False, workers=0)
 
 
 def test_registry_lookup_of_every_estimator():

@@ -21,18 +21,21 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 
 from faceaudit.errors import InputError, PluginError
 from faceaudit.expressivity.estimators import NeuralEstimator
 from faceaudit.expressivity.reduction import DEFAULT_MAX_DIM, reduce_features
 from faceaudit.expressivity.result import ExpressivityResult
-from faceaudit.expressivity.training import Fit, Job, evaluate_ensemble, resolve_device, train_jobs
+from faceaudit.expressivity.training import Fit, Job, evaluate_ensemble, resolve_device, train_stacks
 from faceaudit.expressivity.validation import CleanPair, check_attribute, check_features
 from faceaudit.registry import ESTIMATORS, list_plugins, load_plugin
 
 log = logging.getLogger(__name__)
 
 _NULL_TAG = "__null__"
+_CPU_STACK = 64  # most critics per stack on CPU (a step's marginal term pairs each row with `marginal_cols` values)
+_MIN_SPLIT = 8  # fewest critics per stack when a kind is split across parallel CPU workers
 
 
 def list_estimators() -> list[str]:
@@ -73,6 +76,7 @@ def estimate_many(
     null: bool = True,
     batched: bool = True,
     stack_size: int | None = None,
+    workers: int | None = None,
     progress: bool | None = None,
     min_class_count: int = 2,
     **estimator_options: Any,
@@ -86,6 +90,11 @@ def estimate_many(
     `stack_size` caps the critics per stack: None means all of them on CUDA and
     64 on CPU (the training marginal term pairs each row with `marginal_cols`
     values, so a critic's step is small and larger stacks are faster).
+    `workers` stacks train at once on CPU, each in its own thread with an equal share of
+    torch's threads; None means one per torch thread (each kind is then split into up to
+    that many stacks of at least 8 critics), 1 trains the stacks one after another with all
+    of torch's threads. Results depend on the threads a stack runs with (the order of
+    floating-point sums), not on which critics share a stack.
     `features` maps layer name -> (n, d_layer) array (rows aligned across layers);
     `attributes` maps name -> (values (n,), "continuous" | "categorical"); rows
     where an attribute is missing are dropped for that attribute only.
@@ -103,6 +112,8 @@ def estimate_many(
         raise InputError(f"max_dim={max_dim} must be a positive integer or None (no reduction).")
     if stack_size is not None and int(stack_size) < 1:
         raise InputError(f"stack_size={stack_size} must be a positive integer or None (automatic).")
+    if workers is not None and int(workers) < 1:
+        raise InputError(f"workers={workers} must be a positive integer or None (one per torch thread on CPU).")
     est = get_estimator(estimator, **estimator_options)
     dev = resolve_device(device)
 
@@ -155,20 +166,17 @@ def estimate_many(
                 keys.append((lname, aname, _NULL_TAG))
 
     job_of = dict(zip(keys, jobs))
-    fits: dict[tuple[str, str, int | str], Fit] = {}
-    for continuous in (True, False):
+    n_workers = 1 if dev.type == "cuda" or not batched else int(workers or torch.get_num_threads())
+    stacks: list[list[int]] = []
+    for continuous in (True, False):  # continuous first: their critics train longest
         sel = [i for i, j in enumerate(jobs) if (j.n_classes == 0) == continuous]
-        if not sel:
-            continue
-        size = stack_size or (len(sel) if dev.type == "cuda" else 64)
-        if not batched:
-            size = 1
-        groups = [sel[i : i + size] for i in range(0, len(sel), size)]
-        for grp in groups:
-            desc = f"expressivity ({len(grp)} critic{'s' if len(grp) > 1 else ''})"
-            out = train_jobs([jobs[i] for i in grp], est, device=dev, progress=progress, desc=desc)
-            for i, f in zip(grp, out):
-                fits[keys[i]] = f
+        stacks += _plan_stacks(sel, dev.type, batched, stack_size, n_workers)
+    out = train_stacks([[jobs[i] for i in grp] for grp in stacks], est, device=dev, workers=n_workers,
+                       progress=progress)
+    fits: dict[tuple[str, str, int | str], Fit] = {}
+    for grp, grp_fits in zip(stacks, out):
+        for i, f in zip(grp, grp_fits):
+            fits[keys[i]] = f
 
     results: dict[tuple[str, str], ExpressivityResult] = {}
     for aname, (cp, kind) in clean.items():
@@ -182,6 +190,26 @@ def estimate_many(
                 est, kind, cp, seed_fits, null_fit, reduced[lname][1], feats[lname].shape[1], ens
             )
     return results
+
+
+def _plan_stacks(sel: list[int], device_type: str, batched: bool, stack_size: int | None, workers: int
+                 ) -> list[list[int]]:
+    """Split the jobs `sel` (one attribute kind) into stacks: one per job when not `batched`; else
+    `stack_size` each, or automatically all of them on CUDA and, on CPU, at most 64 per stack and up to
+    `workers` stacks of at least 8 so that the workers share them. Jobs are dealt out in turn, so every
+    stack mixes layers, attributes and seeds and the stacks train for about as long."""
+    if not sel:
+        return []
+    if not batched:
+        return [[i] for i in sel]
+    if stack_size is not None:
+        k = math.ceil(len(sel) / int(stack_size))
+    elif device_type == "cuda":
+        k = 1
+    else:
+        k = max(math.ceil(len(sel) / _CPU_STACK), min(workers, len(sel) // _MIN_SPLIT))
+    k = max(1, k)
+    return [sel[s::k] for s in range(k)]
 
 
 def _assemble(
