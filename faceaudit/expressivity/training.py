@@ -194,9 +194,10 @@ def train_stacks(
 
     With one worker the stacks run one after another in the calling thread, with torch's thread
     count. With several, each runs in its own thread with torch's threads shared out among them
-    (one each on 2 cores): a step is some thousand small tensor operations, which gain little
-    from a second thread inside each operation but all of it from a second stack on the other
-    core. torch releases the GIL inside its operations, so the stacks run in parallel.
+    (one each on 2 cores). A step is about a thousand small tensor operations: threads inside
+    each one meet at its end a thousand times a step, while stacks on their own cores never
+    wait for each other, and one stack's last critics overlap another's full steps. torch
+    releases the GIL inside its operations, so the stacks run in parallel.
     A failure or an interrupt stops the other stacks within one step.
     """
     def desc(jobs: list[Job]) -> str:
@@ -217,8 +218,8 @@ def train_stacks(
     try:
         futures = [pool.submit(run, jobs) for jobs in stacks]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        for f in done:
-            if f.exception() is not None and not isinstance(f.exception(), _Cancelled):
+        for f in done:  # the first failure, before result() would wait for the stacks still training
+            if f.exception() is not None:
                 raise f.exception()  # type: ignore[misc]
         return [f.result() for f in futures]
     finally:
