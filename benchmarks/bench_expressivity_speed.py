@@ -35,6 +35,7 @@ import torch
 
 from bench_expressivity_accuracy import _literal
 from faceaudit.expressivity import estimate_many
+from faceaudit.expressivity.training import resolve_device
 
 
 def workload(n: int, d: int, layers: int, seed: int = 0):
@@ -77,7 +78,7 @@ def main() -> None:
     n_critics = layers * len(attrs) * (seeds + 1)
     print(f"{layers} layers x {len(attrs)} attributes x {seeds} seeds (+1 null each) = {n_critics} critics; "
           f"n={n}, d=512, device={args.device}, threads={threads} (loop: {loop_threads}), "
-          f"workers={args.workers or threads}, options={opts}")
+          f"workers={args.workers or threads if resolve_device(args.device).type == 'cpu' else 'n/a'}, options={opts}")
     runs = {}
     for label, kw in (("batched", {"workers": args.workers}), ("batched, one stack at a time", {"workers": 1}),
                       ("one at a time (baseline)", {"batched": False})):

@@ -93,8 +93,9 @@ def estimate_many(
     `workers` stacks train at once on CPU, each in its own thread with an equal share of
     torch's threads; None means one per torch thread (each kind is then split into up to
     that many stacks of at least 8 critics), 1 trains the stacks one after another with all
-    of torch's threads. Results depend on the threads a stack runs with (the order of
-    floating-point sums), not on which critics share a stack.
+    of torch's threads. Results depend on torch's thread count and the worker count (the
+    features' PCA runs with the caller's threads, each stack with its share; the order of
+    floating-point sums follows), not on which critics share a stack.
     `features` maps layer name -> (n, d_layer) array (rows aligned across layers);
     `attributes` maps name -> (values (n,), "continuous" | "categorical"); rows
     where an attribute is missing are dropped for that attribute only.
