@@ -307,6 +307,8 @@ def test_bad_options():
         estimate_expressivity(x, y, seeds=0, progress=False)
     with pytest.raises(InputError, match="lr_decay=1.5"):
         estimate_expressivity(x, y, progress=False, lr_decay=1.5)
+    with pytest.raises(InputError, match="y_hidden=-1"):
+        estimate_expressivity(x, y, progress=False, y_hidden=-1)
     with pytest.raises(InputError, match="workers=0"):
         estimate_many({"l": x}, {"y": (y, "continuous")}, progress=False, workers=0)
 
@@ -396,3 +398,14 @@ def test_marginal_cols_all_pairs_agrees():
     assert abs(a.mi - truth) < 0.12 and abs(b.mi - truth) < 0.12, (a.mi, b.mi, truth)
     with pytest.raises(InputError, match="marginal_cols"):
         estimate_expressivity(x, y, progress=False, marginal_cols=1)
+
+
+@pytest.mark.parametrize("y_hidden", [0, 16])
+def test_attribute_branch_learns_a_monotone_map_of_y(y_hidden):
+    """MI is unchanged by a monotone map of Y: with Y' = exp(Y) (skewed, heavy right tail) the linear head
+    alone misfits, and the attribute branch (linear in the bump basis by default, an MLP with y_hidden > 0)
+    must learn the rest."""
+    x, y, truth = gaussian_task(3000, 4, 0.8, seed=21)
+    r = estimate_expressivity(x, np.exp(y), seeds=2, null=False, progress=False, y_hidden=y_hidden, **FAST)
+    assert r.options["y_hidden"] == y_hidden
+    assert abs(r.mi - truth) < 0.12, (r.mi, truth)

@@ -8,9 +8,11 @@ zero gradients and zero Adam updates, so a critic trained in a stack follows
 the same trajectory as the same critic trained alone.
 
 Critic form: T(x, y) = <f(x), g(y)> with f an MLP encoder of the features
-(the heavy part, shared by every y) and g a small MLP of a 1-D continuous y
-(its input: y and fixed Gaussian bumps of y, see :func:`y_basis`)
-or a learned embedding of a category. Being separable, T can be evaluated
+(the heavy part, shared by every y) and, for a 1-D continuous y, g a learned
+linear map of y and fixed Gaussian bumps of y (see :func:`y_basis`; with
+``y_hidden`` > 0, a two-hidden-layer MLP of them), or a learned embedding of a
+category. The bumps already span smooth functions of y, and the MLP was no
+more accurate on the ground-truth suite while costing a quarter of a step. Being separable, T can be evaluated
 on all n x n (x_i, y_j) pairs of a batch with one matmul, which gives a
 low-variance marginal term.
 
@@ -84,7 +86,10 @@ def init_params(
         add("b3", _uniform(rng, h, (1, shape.head_out)))
         if conditional:
             continue
-        if continuous:
+        if continuous and hy == 0:  # g linear in the basis of y
+            add("U3", _uniform(rng, 1 + N_BUMPS, (1 + N_BUMPS, k)))
+            add("c3", _uniform(rng, 1 + N_BUMPS, (1, k)))
+        elif continuous:
             add("U1", _uniform(rng, 1, (1 + N_BUMPS, hy)))
             add("c1", _uniform(rng, 1, (1, hy)))
             add("U2", _uniform(rng, hy, (hy, hy)))
@@ -181,9 +186,12 @@ def y_basis(y: Tensor) -> Tensor:
 
 
 def embed_y(p: dict[str, Tensor], y: Tensor) -> Tensor:
-    """g(y) for a continuous y: (G, B) -> (G, B, embed), plus [y, 1, y^2] with the linear head."""
-    b = torch.nn.functional.elu(torch.baddbmm(p["c1"], y_basis(y), p["U1"]))
-    b = torch.nn.functional.elu(torch.baddbmm(p["c2"], b, p["U2"]))
+    """g(y) for a continuous y: (G, B) -> (G, B, embed), plus [y, 1, y^2] with the linear head.
+    Linear in :func:`y_basis` by default; an MLP of it when the critics have hidden layers (U1, U2)."""
+    b = y_basis(y)
+    if "U1" in p:  # y_hidden > 0
+        b = torch.nn.functional.elu(torch.baddbmm(p["c1"], b, p["U1"]))
+        b = torch.nn.functional.elu(torch.baddbmm(p["c2"], b, p["U2"]))
     g = torch.baddbmm(p["c3"], b, p["U3"])
     if "Lw" in p:
         yy = y.unsqueeze(-1)

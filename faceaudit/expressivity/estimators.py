@@ -37,7 +37,7 @@ from faceaudit.expressivity import critics
 _DEFAULTS: dict[str, Any] = {
     "hidden": 32,  # width of the two hidden layers of the feature encoder (64 is no more accurate, and slower)
     "embed": 16,  # width of the critic's inner product
-    "y_hidden": 32,  # width of the attribute branch (continuous)
+    "y_hidden": 0,  # continuous attribute: 0 = g linear in the bump basis of y; > 0 = width of a 2-layer MLP of it
     "lr": 2e-3,  # Adam learning rate at the start (lowered on plateaus, see lr_decay)
     "weight_decay": 0.0,
     "batch_size": 512,  # rows per step; all pairs of a batch feed the marginal term
@@ -89,6 +89,11 @@ class NeuralEstimator:
             raise InputError(
                 f"lr_decay={self.lr_decay} must be in (0, 1] and lr_decays={self.lr_decays} a non-negative integer "
                 "(lr_decays=0 keeps the learning rate fixed)."
+            )
+        if int(self.y_hidden) < 0:
+            raise InputError(
+                f"option y_hidden={self.y_hidden} must be a non-negative integer (0: the attribute branch is linear "
+                "in the basis of y; > 0: the width of its two hidden layers)."
             )
         if int(self.norm_refs) < 0:
             raise InputError(f"option norm_refs={self.norm_refs} must be a non-negative integer (0: no normalisation).")
