@@ -12,7 +12,8 @@ How each truth is known:
 * linear-Gaussian (X = w*Y + N(0, I), Y ~ N(0,1)): closed form I = 1/2 log(1 + |w|^2).
 * invertible transforms of that X (spiral rotation of the first two coordinates by an
   angle proportional to the radius; the "half-cube" map t -> sign(t)|t|^1.5 on every
-  coordinate): MI is invariant under invertible maps of X, so the truth is the closed form.
+  coordinate): MI is invariant under invertible maps of X, so the truth is the closed form;
+  likewise for the attribute Y' = sinh(2Y) (skewless but extremely heavy-tailed).
 * nonlinear 1-D latent tasks (X = A g(Y) + correlated Gaussian noise, age/yaw-like) and the
   heavy-tailed task (Y ~ Student-t(3), X = w*Y + noise): I = E[log p(x|y) - log p(x)] by
   Monte Carlo over 40,000 samples, with p(x) = int p(x|y) p(y) dy by quadrature on a fine
@@ -61,7 +62,7 @@ def make_tasks(n: int, quick: bool):
     rng = np.random.default_rng(12345)
     tasks = []
 
-    def lin(d, s, name, transform=None):
+    def lin(d, s, name, transform=None, y_map=None):
         def build(seed):
             r = np.random.default_rng(seed)
             w = r.normal(size=d)
@@ -70,7 +71,7 @@ def make_tasks(n: int, quick: bool):
             x = y[:, None] * w + r.normal(size=(n, d))
             if transform is not None:
                 x = transform(x)
-            return x, y, "continuous"
+            return x, (y if y_map is None else y_map(y)), "continuous"
 
         tasks.append((name, 0.5 * math.log(1 + s), 0.0, build))
 
@@ -90,6 +91,7 @@ def make_tasks(n: int, quick: bool):
     lin(5, 2.0, "lin-gauss d=5")
     lin(5, 2.0, "spiral d=5", spiral)
     lin(5, 2.0, "half-cube d=5", halfcube)
+    lin(5, 2.0, "sinh(2y) attribute d=5", y_map=lambda y: np.sinh(2 * y))
     if not quick:
         lin(64, 3.0, "lin-gauss d=64")
         lin(512, 3.0, "lin-gauss d=512")

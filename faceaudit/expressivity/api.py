@@ -2,7 +2,8 @@
 
 The procedure behind every number: validate the inputs; standardise the
 features and reduce them to at most ``max_dim`` principal components;
-standardise a continuous attribute; hold out one set of test rows per
+standardise a continuous attribute (or, when it is heavy-tailed, replace it by
+its normal scores, a monotone map that leaves the MI unchanged); hold out one set of test rows per
 attribute; for each of ``seeds`` seeds draw a train / validation split of the
 other rows, start a critic from the linear fit to its training rows and train
 it with early stopping on the validation bound; report
@@ -15,6 +16,7 @@ trust the number.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping
@@ -25,7 +27,7 @@ import torch
 
 from faceaudit.errors import InputError, PluginError
 from faceaudit.expressivity.estimators import NeuralEstimator
-from faceaudit.expressivity.reduction import DEFAULT_MAX_DIM, reduce_features
+from faceaudit.expressivity.reduction import DEFAULT_MAX_DIM, reduce_features, scale_attribute
 from faceaudit.expressivity.result import ExpressivityResult
 from faceaudit.expressivity.training import Fit, Job, evaluate_ensemble, resolve_device, train_stacks
 from faceaudit.expressivity.validation import CleanPair, check_attribute, check_features
@@ -150,7 +152,9 @@ def estimate_many(
     keys: list[tuple[str, str, int | str]] = []
     for ai, (aname, (cp, kind)) in enumerate(clean.items()):
         if kind == "continuous":
-            y = (cp.y - cp.y.mean()) / cp.y.std()
+            y, note = scale_attribute(cp.y)
+            if note:
+                clean[aname] = (dataclasses.replace(cp, warnings=(*cp.warnings, note)), kind)
             n_classes = 0
         else:
             y = cp.y
