@@ -12,9 +12,9 @@ Critic form: T(x, y) = <f(x), g(y)> with f an MLP encoder of the features
 linear map of y and fixed Gaussian bumps of y (see :func:`y_basis`; with
 ``y_hidden`` > 0, a two-hidden-layer MLP of them), or a learned embedding of a
 category. The bumps already span smooth functions of y, and the MLP was no
-more accurate on the ground-truth suite while costing a quarter of a step. Being separable, T can be evaluated
-on all n x n (x_i, y_j) pairs of a batch with one matmul, which gives a
-low-variance marginal term.
+more accurate on the ground-truth suite while taking a quarter of a step.
+Being separable, T can be evaluated on all n x n (x_i, y_j) pairs of a batch
+with one matmul, which gives a low-variance marginal term.
 
 With the linear head (``linear_head=True``, the default) the critic also holds
 the optimal critic of a linear-Gaussian model, initialised at its fit on the
