@@ -1,7 +1,7 @@
 """Speed of batched expressivity (estimate_many) against a one-at-a-time loop of the same estimator.
 
-Run: python benchmarks/bench_expressivity_speed.py [--quick] [--device cuda] [--threads N] [--loop-threads N]
-     [--workers N] [--option KEY=VALUE]
+Run: python benchmarks/bench_expressivity_speed.py [--quick] [--repeat N] [--device cuda] [--threads N]
+     [--loop-threads N] [--workers N] [--option KEY=VALUE]
 
 Workload (default): 5 layers x 3 attributes (2 continuous, 1 categorical) x 3 seeds,
 plus one permutation null per pair, n = 10,000 rows, d = 512 features per layer,
@@ -15,8 +15,12 @@ default estimator settings. Three ways to train the same critics with the same s
 * "one at a time" (the baseline): the critics trained one by one
   (estimate_many(..., batched=False)), with torch's threads (--loop-threads N to change).
 
-Prints the wall times, the speed-up of each over the baseline, and the largest difference
-between the batched and the one-at-a-time results (0 on 2 cores with the default threads).
+A small warm-up run takes the process's one-time costs first. Prints the wall times, the
+speed-up of each over the baseline, and the largest difference between the batched and the
+one-at-a-time results (0 on 2 cores with the default threads).
+A shared machine's speed drifts by 10-25% between runs of a few minutes, which moves a single
+ratio as much: --repeat N runs the three N times, interleaved, and prints each round's times and
+speed-ups and their medians (the median of the rounds' ratios, each measured minutes apart at most).
 A loop of single critics gains nothing from a second thread (its matmuls are too small), so
 --loop-threads 1 times the loop at its own best setting, the stricter baseline; the features'
 PCA then runs on one thread, its rounding differs, and a critic whose validation curve is flat
@@ -59,6 +63,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     ap.add_argument("--loop-threads", type=int, default=None, help="torch threads for the one-at-a-time loop")
     ap.add_argument("--workers", type=int, default=None, help="stacks trained at once (default: one per thread)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of the three runs, interleaved (default 1)")
     ap.add_argument("--max-steps", type=int, default=None, help="cap training steps (shorter run, same workload)")
     ap.add_argument(
         "--option", action="append", default=[], metavar="KEY=VALUE",
@@ -79,25 +84,40 @@ def main() -> None:
     print(f"{layers} layers x {len(attrs)} attributes x {seeds} seeds (+1 null each) = {n_critics} critics; "
           f"n={n}, d=512, device={args.device}, threads={threads} (loop: {loop_threads}), "
           f"workers={args.workers or threads if resolve_device(args.device).type == 'cpu' else 'n/a'}, options={opts}")
-    runs = {}
-    for label, kw in (("batched", {"workers": args.workers}), ("batched, one stack at a time", {"workers": 1}),
-                      ("one at a time (baseline)", {"batched": False})):
-        torch.set_num_threads(loop_threads if "batched" in kw else threads)
-        t0 = time.time()
-        res = estimate_many(feats, attrs, seeds=seeds, device=args.device, progress=False, **kw, **opts)
-        runs[label] = (time.time() - t0, res)
-        print(f"  {label}: {runs[label][0]:.1f} s", flush=True)
-    tl = runs["one at a time (baseline)"][0]
-    print(f"{'':30s} {'wall (s)':>9s} {'speed-up':>9s}")
-    for label, (t, _) in runs.items():
-        print(f"{label:30s} {t:9.1f} {tl / t:8.2f}x")
-    a, b = runs["batched"][1], runs["one at a time (baseline)"][1]
-    diff = max(abs(x - y) for k in a for x, y in zip(a[k].seeds_mi, b[k].seeds_mi))
-    diff_mi = max(abs(a[k].raw_mi - b[k].raw_mi) for k in a)
-    print(f"max |difference| between the two (nats): {diff:.2e} per seed, {diff_mi:.2e} in the reported MI")
+    # one-time costs of the process (the first Adam step imports torch._dynamo, about 1 s) fall on a
+    # small warm-up run, not on whichever timed configuration comes first
+    wf, wa = workload(200, 16, 1, seed=1)
+    estimate_many(wf, wa, seeds=1, device=args.device, progress=False, max_steps=2, min_steps=1)
+    configs = (("batched", {"workers": args.workers}), ("batched, one stack at a time", {"workers": 1}),
+               ("one at a time (baseline)", {"batched": False}))
+    rounds: list[dict[str, float]] = []
+    diffs: list[tuple[float, float]] = []
+    for r in range(max(1, args.repeat)):
+        runs = {}
+        for label, kw in configs:
+            torch.set_num_threads(loop_threads if "batched" in kw else threads)
+            t0 = time.time()
+            res = estimate_many(feats, attrs, seeds=seeds, device=args.device, progress=False, **kw, **opts)
+            runs[label] = (time.time() - t0, res)
+            print(f"  round {r + 1}: {label}: {runs[label][0]:.1f} s", flush=True)
+        rounds.append({label: t for label, (t, _) in runs.items()})
+        a, b = runs["batched"][1], runs["one at a time (baseline)"][1]
+        diffs.append((max(abs(x - y) for k in a for x, y in zip(a[k].seeds_mi, b[k].seeds_mi)),
+                      max(abs(a[k].raw_mi - b[k].raw_mi) for k in a)))
+    base = "one at a time (baseline)"
+    print(f"{'':30s} {'wall (s)':>9s} {'speed-up':>9s}" + ("   (each round's speed-up)" if len(rounds) > 1 else ""))
+    for label, _ in configs:
+        walls = [rd[label] for rd in rounds]
+        ups = [rd[base] / rd[label] for rd in rounds]
+        each = "   " + ", ".join(f"{u:.2f}x" for u in ups) if len(rounds) > 1 else ""
+        print(f"{label:30s} {float(np.median(walls)):9.1f} {float(np.median(ups)):8.2f}x{each}")
+    if len(rounds) > 1:
+        print(f"(medians of {len(rounds)} rounds: wall times and speed-ups are each the median over the rounds)")
+    print(f"max |difference| between the two (nats): {max(d[0] for d in diffs):.2e} per seed, "
+          f"{max(d[1] for d in diffs):.2e} in the reported MI")
     print(f"{'layer':8s} {'attribute':9s} {'MI (nats)':>9s} {'95% CI':>17s} {'null':>7s}")
-    for (layer, attr), r in a.items():
-        print(f"{layer:8s} {attr:9s} {r.mi:9.3f} [{r.ci_low:6.3f}, {r.ci_high:6.3f}] {r.null_mi:+7.3f}")
+    for (layer, attr), v in a.items():
+        print(f"{layer:8s} {attr:9s} {v.mi:9.3f} [{v.ci_low:6.3f}, {v.ci_high:6.3f}] {v.null_mi:+7.3f}")
 
 
 if __name__ == "__main__":
