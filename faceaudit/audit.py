@@ -14,7 +14,7 @@ import itertools
 import logging
 import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,13 +118,17 @@ def check_out_dir(out_dir: Path) -> None:
         ) from exc
 
 
-def environment_versions() -> dict[str, str]:
-    """Versions that change the numbers, recorded in every report for reproducibility."""
+def environment_versions(results: Iterable[Any] = ()) -> dict[str, str]:
+    """Versions that change the numbers, recorded in every report for reproducibility, and where the
+    expressivity critics of `results` trained (on CPU their numbers also depend on torch's thread
+    count and the number of stacks trained at once)."""
     import fairlearn
     import onnxruntime
     import torch
 
-    return {
+    from faceaudit.expressivity.result import describe_runtime
+
+    env = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "numpy": np.__version__,
@@ -132,6 +136,10 @@ def environment_versions() -> dict[str, str]:
         "onnxruntime": onnxruntime.__version__,
         "fairlearn": fairlearn.__version__,
     }
+    runs = sorted({describe_runtime(r.runtime) for r in results if getattr(r, "runtime", None)})
+    if runs:
+        env["expressivity_runtime"] = "; ".join(runs)
+    return env
 
 
 def run_audit(config: AuditConfig) -> AuditOutcome:
@@ -243,7 +251,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             "quick": config.quick,
             "align": config.align,
         },
-        "environment": environment_versions(),
+        "environment": environment_versions(results.values()),
     }
     t = time.perf_counter()
     render_html(report)  # timed once so report.json can state it; the written file is rendered the same way

@@ -282,7 +282,7 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
                     "estimate is its own, se of an error rate is its 95% bootstrap CI width / (2 * 1.96), se of a "
                     "disparity (worst - best group) combines the two groups'",
         },
-        "environment": environment(),
+        "environment": environment(results.values()),
     }
     report["expressivity_differences"] = expressivity_differences(report)
     report["fairness_differences"] = fairness_differences(report)

@@ -23,7 +23,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,11 +354,11 @@ def difference(a: Mapping[str, Any], b: Mapping[str, Any], z: float = Z_95) -> d
     return {"delta": delta, "se": se, "threshold": z * se, "significant": bool(abs(delta) > z * se)}
 
 
-def environment() -> dict[str, str]:
-    """Versions of the libraries behind the numbers (same as the audit report's)."""
+def environment(results: Iterable[Any] = ()) -> dict[str, str]:
+    """Versions of the libraries behind the numbers and where the critics trained (as in the audit report)."""
     from faceaudit.audit import environment_versions
 
-    return environment_versions()
+    return environment_versions(results)
 
 
 def created_now() -> str:
@@ -600,7 +600,7 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
             "z": config.z,
             "rule": "a rise or fall counts when |difference| > z * sqrt(se_1^2 + se_2^2) (se from each estimate)",
         },
-        "environment": environment(),
+        "environment": environment(results.values()),
     }
     report["trend"] = summarize_trend(report)
     timings["total_s"] = time.perf_counter() - t0

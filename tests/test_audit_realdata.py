@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
 
 from faceaudit.cli import main
@@ -60,6 +61,11 @@ def test_run_on_real_lfw(mobilefacenet: Path, shared_data: Path, tmp_path: Path)
     sex = final["sex"]
     # the final embedding of a face network encodes sex: clearly above the permutation null
     assert sex["ci_low"] > max(sex["null_mi"], 0.0) + 0.02, sex
+    # where the critics trained, which with the seed makes the CPU numbers reproducible
+    threads = torch.get_num_threads()
+    assert all(e["runtime"] == {"device": "cpu", "torch_threads": threads, "workers": e["runtime"]["workers"]}
+               and 1 <= e["runtime"]["workers"] <= threads for e in report["expressivity"])
+    assert report["environment"]["expressivity_runtime"].startswith(f"cpu, {threads} torch thread")
     fair = report["fairness"][0]
     assert fair["attribute"] == "sex" and {g["group"] for g in fair["groups"]} == {"female", "male"}
     assert all(0 <= g["fnmr"] <= 1 and 0 <= g["fmr"] <= 1 for g in fair["groups"])
@@ -67,6 +73,7 @@ def test_run_on_real_lfw(mobilefacenet: Path, shared_data: Path, tmp_path: Path)
     parser = _Tags()
     parser.feed(html)
     assert "script" not in parser.tags and "svg" in parser.tags
+    assert report["environment"]["expressivity_runtime"] in html
 
 
 def test_hostile_column_and_group_names_are_text(mobilefacenet: Path, shared_data: Path, tmp_path: Path) -> None:

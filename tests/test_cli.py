@@ -205,6 +205,8 @@ def test_expressivity_subsample_is_stated(tiny_model: Path, tmp_path: Path) -> N
                                     out_dir=tmp_path / "out", quick=True, expressivity_max_rows=60))
     report = outcome.report
     assert report["settings"]["expressivity_n_rows"] == 60
+    assert {e["runtime"]["device"] for e in report["expressivity"]} == {"cpu"}
+    assert report["environment"]["expressivity_runtime"].startswith("cpu, ")
     assert all(e["n"] == 60 for e in report["expressivity"])
     assert any("subset of 60 of 80" in w for w in report["warnings"])
     assert report["fairness"][0]["n_images"] == 80

@@ -23,6 +23,7 @@ from faceaudit.expressivity import (
 
 from faceaudit.expressivity import training
 from faceaudit.expressivity.reduction import normal_scores, scale_attribute
+from faceaudit.expressivity.result import describe_runtime
 from faceaudit.expressivity.training import Job, evaluate_ensemble, train_jobs
 
 FAST = {"max_steps": 800, "patience": 4}
@@ -72,6 +73,10 @@ def test_closed_form_gaussian_mine():
     assert abs(r.null_mi) < 0.05
     assert r.normalized == pytest.approx(math.sqrt(1 - math.exp(-2 * r.mi)))
     assert r.n == 3000 and r.estimator == "mine" and r.kind == "continuous"
+    # one torch thread (this module's fixture); the continuous critics form one stack
+    assert r.runtime == {"device": "cpu", "torch_threads": 1, "workers": 1}
+    assert r.to_dict()["runtime"] == r.runtime
+    assert describe_runtime(r.runtime) == "cpu, 1 torch thread, 1 stack at a time"
 
 
 def test_binary_gaussian_mixture_numerical_integral():
@@ -169,6 +174,7 @@ def test_parallel_stacks_equal_one_stack_after_another(monkeypatch):
     kw = dict(seeds=3, progress=False, max_steps=300, eval_every=25, patience=4)
     par = estimate_many(feats, attrs, workers=2, **kw)
     assert torch.get_num_threads() == 1  # the workers' thread counts do not leak into the caller
+    assert all(r.runtime == {"device": "cpu", "torch_threads": 1, "workers": 2} for r in par.values())
     # 16 continuous critics form two stacks of 8, the 8 categorical ones one stack; all in worker threads
     assert sorted(t[1] for t in threads) == [8, 8, 8]
     assert len({t[0] for t in threads}) == 2 and all(t[0].startswith("faceaudit-stack") for t in threads)

@@ -178,6 +178,7 @@ def estimate_many(
         stacks += _plan_stacks(sel, dev.type, batched, stack_size, n_workers)
     out = train_stacks([[jobs[i] for i in grp] for grp in stacks], est, device=dev, workers=n_workers,
                        progress=progress)
+    runtime = runtime_record(dev, max(1, min(n_workers, len(stacks))))  # train_stacks' own cap
     fits: dict[tuple[str, str, int | str], Fit] = {}
     for grp, grp_fits in zip(stacks, out):
         for i, f in zip(grp, grp_fits):
@@ -191,10 +192,18 @@ def estimate_many(
             ens = None
             if est.family == "critic" and seeds > 1:
                 ens = evaluate_ensemble(est, seed_fits, job_of[(lname, aname, 0)], dev)
-            results[(lname, aname)] = _assemble(
+            results[(lname, aname)] = dataclasses.replace(_assemble(
                 est, kind, cp, seed_fits, null_fit, reduced[lname][1], feats[lname].shape[1], ens
-            )
+            ), runtime=runtime)
     return results
+
+
+def runtime_record(dev: torch.device, workers: int) -> dict[str, Any]:
+    """Where the critics trained, for the result and the report: the device (with the GPU's name),
+    torch's thread count (the features' PCA uses it on every device) and the number of stacks trained
+    at once, each with an equal share of the threads (on CPU the numbers depend on both counts)."""
+    name = f"cuda:{dev.index or 0} ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "cpu"
+    return {"device": name, "torch_threads": torch.get_num_threads(), "workers": int(workers)}
 
 
 def _plan_stacks(sel: list[int], device_type: str, batched: bool, stack_size: int | None, workers: int

@@ -23,7 +23,8 @@ class ExpressivityResult:
     averaged critic on their shared test rows; ``seeds_mi`` the seeds' own bounds
     there; ``ci_low``/``ci_high`` a 95% interval; ``null_mi`` the
     same procedure run on a permuted attribute (what "no information" looks like);
-    ``normalized`` is I/H(Y) (categorical) or Linfoot's sqrt(1-exp(-2I)) (continuous).
+    ``normalized`` is I/H(Y) (categorical) or Linfoot's sqrt(1-exp(-2I)) (continuous);
+    ``runtime`` where the critics trained (``device``, ``torch_threads``, ``workers``).
     """
 
     mi: float
@@ -44,6 +45,9 @@ class ExpressivityResult:
     se: float | None = None
     steps: tuple[int, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
+    # where the critics trained: on CPU the numbers are reproducible for a seed given torch's thread
+    # count and the worker count (they set the order of floating-point sums), so both are recorded
+    runtime: dict[str, Any] = field(default_factory=dict)
 
     @property
     def trustworthy(self) -> bool:
@@ -72,4 +76,16 @@ class ExpressivityResult:
             "steps": [int(s) for s in self.steps],
             "options": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
                         for k, v in self.options.items()},
+            "runtime": dict(self.runtime),
         }
+
+
+def describe_runtime(runtime: dict[str, Any]) -> str:
+    """One line for a report: 'cpu, 2 torch threads, 2 stacks at a time'."""
+    t, w = runtime.get("torch_threads"), runtime.get("workers")
+    parts = [str(runtime.get("device", "?"))]
+    if t is not None:
+        parts.append(f"{t} torch thread{'s' if t != 1 else ''}")
+    if w is not None:
+        parts.append(f"{w} stack{'s' if w != 1 else ''} at a time")
+    return ", ".join(parts)
