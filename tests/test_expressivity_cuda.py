@@ -11,11 +11,10 @@ estimates by up to 0.07 nats), not to the bit as between CPU stacks.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
+from test_expressivity import FAST, gaussian_task
 
 from faceaudit.expressivity import critics, estimate_expressivity, estimate_many
 from faceaudit.expressivity.training import resolve_device
@@ -23,17 +22,6 @@ from faceaudit.expressivity.training import resolve_device
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="torch sees no CUDA GPU: these tests check the GPU path on a machine with one"
 )
-
-FAST = {"max_steps": 800, "patience": 4}
-
-
-def _gaussian(n: int, d: int, rho: float, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """X_0 = rho Y + noise, the other columns noise: I(X; Y) = -1/2 log(1 - rho^2) nats."""
-    rng = np.random.default_rng(seed)
-    y = rng.normal(size=n)
-    x = rng.normal(size=(n, d))
-    x[:, 0] = rho * y + math.sqrt(1 - rho**2) * x[:, 0]
-    return x.astype(np.float32), y, -0.5 * math.log(1 - rho**2)
 
 
 @pytest.fixture
@@ -55,7 +43,7 @@ def test_auto_picks_the_gpu():
 
 
 def test_closed_form_gaussian_on_the_gpu(devices_seen: set[str]):
-    x, y, truth = _gaussian(3000, 5, 0.8, seed=1)
+    x, y, truth = gaussian_task(3000, 5, 0.8, seed=1)
     r = estimate_expressivity(x, y, seeds=2, device="cuda", progress=False, **FAST)
     assert devices_seen == {"cuda"}
     assert abs(r.mi - truth) < 0.12, (r.mi, truth)
