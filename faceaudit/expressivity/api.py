@@ -29,7 +29,9 @@ from faceaudit.errors import InputError, PluginError
 from faceaudit.expressivity.estimators import NeuralEstimator
 from faceaudit.expressivity.reduction import DEFAULT_MAX_DIM, reduce_features, scale_attribute
 from faceaudit.expressivity.result import ExpressivityResult
-from faceaudit.expressivity.training import Fit, Job, evaluate_ensemble, resolve_device, train_stacks
+from faceaudit.expressivity.training import (
+    Fit, Job, evaluate_ensemble, resolve_device, stack_workers, train_stacks,
+)
 from faceaudit.expressivity.validation import CleanPair, check_attribute, check_features
 from faceaudit.registry import ESTIMATORS, list_plugins, load_plugin
 
@@ -178,7 +180,7 @@ def estimate_many(
         stacks += _plan_stacks(sel, dev.type, batched, stack_size, n_workers)
     out = train_stacks([[jobs[i] for i in grp] for grp in stacks], est, device=dev, workers=n_workers,
                        progress=progress)
-    runtime = runtime_record(dev, max(1, min(n_workers, len(stacks))))  # train_stacks' own cap
+    runtime = runtime_record(dev, stack_workers(n_workers, len(stacks)))
     fits: dict[tuple[str, str, int | str], Fit] = {}
     for grp, grp_fits in zip(stacks, out):
         for i, f in zip(grp, grp_fits):
@@ -192,9 +194,9 @@ def estimate_many(
             ens = None
             if est.family == "critic" and seeds > 1:
                 ens = evaluate_ensemble(est, seed_fits, job_of[(lname, aname, 0)], dev)
-            results[(lname, aname)] = dataclasses.replace(_assemble(
-                est, kind, cp, seed_fits, null_fit, reduced[lname][1], feats[lname].shape[1], ens
-            ), runtime=runtime)
+            results[(lname, aname)] = _assemble(
+                est, kind, cp, seed_fits, null_fit, reduced[lname][1], feats[lname].shape[1], ens, runtime
+            )
     return results
 
 
@@ -235,6 +237,7 @@ def _assemble(
     reduced_dim: int | None,
     d: int,
     ensemble: tuple[float, float] | None = None,
+    runtime: dict[str, Any] | None = None,
 ) -> ExpressivityResult:
     vals = np.array([f.value for f in fits], dtype=np.float64)
     ses = np.array([f.se for f in fits], dtype=np.float64)
@@ -297,7 +300,7 @@ def _assemble(
         normalized=float(min(1.0, max(0.0, normalized))), n=int(len(cp.rows)), estimator=est.name, kind=kind,
         warnings=tuple(warnings), raw_mi=raw, seeds_mi=tuple(float(v) for v in vals), entropy_y=entropy_y,
         reduced_dim=reduced_dim, curves=curves, train_mi=train_mi, se=se,
-        steps=tuple(f.best_step for f in fits), options={**est.options(), "input_dim": d},
+        steps=tuple(f.best_step for f in fits), options={**est.options(), "input_dim": d}, runtime=dict(runtime or {}),
     )
 
 

@@ -81,11 +81,6 @@ class ExpressivityResult:
 
 
 def describe_runtime(runtime: dict[str, Any]) -> str:
-    """One line for a report: 'cpu, 2 torch threads, 2 stacks at a time'."""
-    t, w = runtime.get("torch_threads"), runtime.get("workers")
-    parts = [str(runtime.get("device", "?"))]
-    if t is not None:
-        parts.append(f"{t} torch thread{'s' if t != 1 else ''}")
-    if w is not None:
-        parts.append(f"{w} stack{'s' if w != 1 else ''} at a time")
-    return ", ".join(parts)
+    """One line for a report from a result's `runtime`: 'cpu, 2 torch threads, 2 stacks at a time'."""
+    t, w = int(runtime["torch_threads"]), int(runtime["workers"])
+    return f"{runtime['device']}, {t} torch thread{'s' * (t != 1)}, {w} stack{'s' * (w != 1)} at a time"

@@ -194,6 +194,11 @@ class _Cancelled(Exception):
     """A stack stopped because another one failed or the run was interrupted."""
 
 
+def stack_workers(workers: int, n_stacks: int) -> int:
+    """How many stacks :func:`train_stacks` trains at once: `workers`, but no more than there are stacks."""
+    return max(1, min(int(workers), n_stacks))
+
+
 def train_stacks(
     stacks: list[list[Job]],
     est: "NeuralEstimator",
@@ -215,7 +220,7 @@ def train_stacks(
     def desc(jobs: list[Job]) -> str:
         return f"expressivity ({len(jobs)} critic{'s' if len(jobs) > 1 else ''})"
 
-    workers = max(1, min(int(workers), len(stacks)))
+    workers = stack_workers(workers, len(stacks))
     if workers == 1:
         return [train_jobs(jobs, est, device=device, progress=progress, desc=desc(jobs)) for jobs in stacks]
     threads = torch.get_num_threads()
