@@ -22,6 +22,17 @@ How each truth is known:
   (scipy.integrate.quad) of H(Y|X), I = log 2 - H(Y|X); 5-class mixture (means on a
   pentagon of radius r in a 2-D subspace): Monte Carlo over 200,000 samples with stated SE.
 * independent X, Y: I = 0.
+
+The failure class of a lossy reduction (tasks marked "wide"): signal spread over every
+coordinate of wide, factor-correlated features, which the top principal components do not keep.
+* dense Gaussian (Y = b'X + e, X ~ N(0, S) with S = F F' + D, F a 5-factor loading, b dense):
+  closed form I = 1/2 log(1 + b'Sb / var(e)), b scaled to a chosen I, at 128 and 512 dimensions;
+  its half-cube transform (t -> sign(t)|t|^1.5 on every coordinate, 128-d) keeps the closed form.
+* binary and 5-class Gaussian mixtures in 512-d whose class covariances are low-rank plus a
+  class-specific perturbation (S_c = F F' + D_c), means along dense directions: I = E[log p(x|c)
+  - log p(x)] by Monte Carlo over 100,000 samples with exact Gaussian log-densities (SE printed).
+* curve embeddings at 512-d with full-rank correlated noise (age-like: monotone with curvature;
+  yaw-like: periodic): the latent-task Monte Carlo above (20,000 samples, quadrature over y).
 """
 
 from __future__ import annotations
@@ -181,7 +192,99 @@ def make_tasks(n: int, quick: bool):
     indep(10, "categorical")
     if not quick:
         indep(512, "continuous")
+    if not quick:
+        wide_tasks(tasks, n)
     return tasks
+
+
+def _factor_cov(d: int, r: np.random.Generator, rank: int = 5, strength: float = 3.0) -> np.ndarray:
+    """S = F F' + D: a few strong factors over a diagonal (the variance a PCA keeps first)."""
+    F = r.normal(size=(d, rank)) * math.sqrt(strength)
+    return F @ F.T + np.diag(r.uniform(0.5, 1.5, size=d))
+
+
+def wide_tasks(tasks: list, n: int) -> None:
+    """The failure class of a lossy reduction: signal spread densely over wide, correlated features."""
+
+    def dense(d: int, mi: float, name: str, transform=None):
+        r = np.random.default_rng(zlib.crc32(name.encode()))
+        S = _factor_cov(d, r)
+        L = np.linalg.cholesky(S)
+        b = r.normal(size=d)
+        b *= math.sqrt((math.exp(2 * mi) - 1) / float(b @ S @ b))  # b'Sb / var(e) = e^{2I} - 1, var(e) = 1
+
+        def build(seed):
+            rr = np.random.default_rng(seed)
+            x = rr.normal(size=(n, d)) @ L.T
+            y = x @ b + rr.normal(size=n)
+            return (x if transform is None else transform(x)), y, "continuous"
+
+        tasks.append((name, mi, 0.0, build))
+
+    def halfcube(x):
+        return np.sign(x) * np.abs(x) ** 1.5
+
+    dense(128, 0.75, "wide dense gaussian d=128")
+    dense(512, 1.0, "wide dense gaussian d=512")
+    dense(128, 0.75, "wide half-cube dense d=128", halfcube)
+
+    def mixture(d: int, k: int, sep: float, pert: float, name: str):
+        r = np.random.default_rng(zlib.crc32(name.encode()))
+        F = r.normal(size=(d, 4)) * math.sqrt(2.0)
+        D = np.diag(r.uniform(0.5, 1.5, size=d))
+        covs = []
+        for _ in range(k):
+            P = r.normal(size=(d, 2)) * pert  # the class's own low-rank perturbation
+            covs.append(F @ F.T + P @ P.T + D)
+        dirs = r.normal(size=(k, d))
+        means = sep * dirs / np.linalg.norm(dirs, axis=1, keepdims=True)  # dense directions, |mean| = sep
+        chols = [np.linalg.cholesky(c) for c in covs]
+        logdets = [2 * np.log(np.diag(L)).sum() for L in chols]
+
+        def logpdf(x, c):
+            z = np.linalg.solve(chols[c], (x - means[c]).T)
+            return -0.5 * (z * z).sum(0) - 0.5 * logdets[c] - 0.5 * d * math.log(2 * math.pi)
+
+        def sample(rr, m):
+            c = rr.integers(0, k, size=m)
+            x = np.empty((m, d))
+            for j in range(k):
+                sel = c == j
+                x[sel] = means[j] + rr.normal(size=(int(sel.sum()), d)) @ chols[j].T
+            return x, c
+
+        xm, cm = sample(np.random.default_rng(5), 100_000)
+        ll = np.stack([logpdf(xm, j) for j in range(k)], 1)
+        pmi = ll[np.arange(len(cm)), cm] - special.logsumexp(ll, axis=1) + math.log(k)
+        truth, se = float(pmi.mean()), float(pmi.std() / math.sqrt(len(pmi)))
+
+        def build(seed):
+            x, c = sample(np.random.default_rng(seed), n)
+            return x, c, "categorical"
+
+        tasks.append((f"{name} (MC se {se:.3f})", truth, se, build))
+
+    mixture(512, 2, 1.6, 0.08, "wide binary mixture d=512")
+    mixture(512, 5, 1.6, 0.08, "wide 5-class mixture d=512")
+
+    def curve(d: int, name: str, g, scale: float):
+        r = np.random.default_rng(zlib.crc32(name.encode()))
+        k = g(np.zeros(1)).shape[1]
+        A = r.normal(size=(d, k)) * scale
+        L = np.linalg.cholesky(_factor_cov(d, r, rank=8, strength=1.0))
+        grid = np.linspace(-8, 8, 2001)
+        truth, se = _latent_mi_mc(g, A, L, stats.norm.logpdf, grid, np.random.default_rng(7), n_mc=20_000,
+                                  sampler=lambda rr, m: rr.normal(size=m))
+
+        def build(seed):
+            rr = np.random.default_rng(seed)
+            y = rr.normal(size=n)
+            return g(y) @ A.T + rr.normal(size=(n, d)) @ L.T, y, "continuous"
+
+        tasks.append((f"{name} (MC se {se:.3f})", truth, se, build))
+
+    curve(512, "wide age-like curve d=512", lambda y: np.c_[y, np.tanh(2 * y), 0.3 * y**2], 0.12)
+    curve(512, "wide yaw-like curve d=512", lambda y: np.c_[np.sin(1.5 * y), np.cos(1.5 * y), 0.3 * y], 0.12)
 
 
 # ---------------------------------------------------------------- plain MINE baseline

@@ -171,18 +171,19 @@ def test_parallel_stacks_equal_one_stack_after_another(monkeypatch):
     y, c = rng.normal(size=n), rng.integers(0, 2, size=n)
     feats = {f"l{i}": np.c_[np.tanh(y * (i + 1)) + rng.normal(size=n), c + rng.normal(size=n)] for i in range(2)}
     attrs = {"y": (y, "continuous"), "y2": (y ** 2, "continuous"), "c": (c, "categorical")}
-    kw = dict(seeds=3, progress=False, max_steps=300, eval_every=25, patience=4)
+    kw = dict(seeds=3, folds=2, progress=False, max_steps=300, eval_every=25, patience=4)
     par = estimate_many(feats, attrs, workers=2, **kw)
     assert torch.get_num_threads() == 1  # the workers' thread counts do not leak into the caller
     assert all(r.runtime == {"device": "cpu", "torch_threads": 1, "workers": 2} for r in par.values())
-    # 16 continuous critics form two stacks of 8, the 8 categorical ones one stack; all in worker threads
-    assert sorted(t[1] for t in threads) == [8, 8, 8]
+    # 32 continuous critics (2 layers x 2 attributes x 2 folds x (3 seeds + 1 null)) form two stacks of
+    # 16, the 16 categorical ones two of 8; all in worker threads
+    assert sorted(t[1] for t in threads) == [8, 8, 16, 16]
     assert len({t[0] for t in threads}) == 2 and all(t[0].startswith("faceaudit-stack") for t in threads)
     assert all(t[2] == 1 for t in threads)
     threads.clear()
     one = estimate_many(feats, attrs, workers=1, **kw)
     # one after another, in the calling thread; the continuous critics now share one stack
-    assert sorted(t[1] for t in threads) == [8, 16] and {t[0] for t in threads} == {"MainThread"}
+    assert sorted(t[1] for t in threads) == [16, 32] and {t[0] for t in threads} == {"MainThread"}
     for key in par:
         np.testing.assert_allclose(par[key].seeds_mi, one[key].seeds_mi, atol=2e-4, err_msg=str(key))
         assert par[key].steps == one[key].steps
@@ -232,28 +233,31 @@ def test_stacks_are_planned_per_device_and_worker_count():
 def test_averaged_critic_bound_is_at_least_the_mean_of_the_seeds(kind, estimator):
     # DV and NWJ are concave in the critic: on shared test rows the averaged critic's bound is
     # >= the mean of the seeds' bounds, and one critic "averaged" alone is that critic
+    # relations a linear probe misses, so that training moves each critic away from its probe
+    rng = np.random.default_rng(11)
     if kind == "continuous":
-        x, y, _ = gaussian_task(3000, 4, 0.7, seed=11)
-        y = ((y - y.mean()) / y.std()).astype(np.float32)
+        y = rng.normal(size=3000).astype(np.float32)
+        x = np.c_[np.sin(2 * y), y**2, rng.normal(size=(3000, 2))].astype(np.float32)
+        x[:, :2] += rng.normal(size=(3000, 2)) * 0.5
         n_classes = 0
     else:
-        rng = np.random.default_rng(11)
         y = rng.integers(0, 3, size=3000)
         x = (rng.normal(size=(3000, 4)) + np.eye(4)[y]).astype(np.float32)
+        x[:, 0] = np.abs(x[:, 0])  # class 0 is told by |x0|, which no linear probe reads
         n_classes = 3
     est = get_estimator(estimator, **FAST)
     jobs = [Job(x, "l", np.arange(3000), y, n_classes, seed, test_seed=99) for seed in (1, 2, 3)]
     fits = train_jobs(jobs, est, progress=False)
     assert all(np.array_equal(f.test_rows, fits[0].test_rows) for f in fits)
     assert len({f.value for f in fits}) == 3  # three different critics
-    alone, _ = evaluate_ensemble(est, fits[:1], jobs[0])
+    alone, _ = evaluate_ensemble(est, fits[:1], jobs[0], raw=False)
     assert alone == pytest.approx(fits[0].value, abs=1e-5)
-    avg, se = evaluate_ensemble(est, fits, jobs[0])
+    avg, se = evaluate_ensemble(est, fits, jobs[0], raw=False)
     assert avg >= np.mean([f.value for f in fits]) - 1e-6
     assert 0 < se < 0.1
     other = train_jobs([Job(x, "l", np.arange(3000), y, n_classes, 4)], est, progress=False)
     with pytest.raises(ValueError, match="share their test rows"):
-        evaluate_ensemble(est, fits + other, jobs[0])
+        evaluate_ensemble(est, fits + other, jobs[0], raw=False)
     r = estimate_expressivity(x, y, kind=kind, estimator=estimator, seeds=3, null=False, progress=False, **FAST)
     assert r.raw_mi >= np.mean(r.seeds_mi) - 1e-6
 

@@ -1,17 +1,19 @@
 """Public entry points: estimate_expressivity, estimate_many, list_estimators.
 
 The procedure behind every number: validate the inputs; standardise the
-features and reduce them to at most ``max_dim`` principal components;
+features (layers wider than ``max_dim`` are projected on as many principal
+components as keep a linear probe's information, see :mod:`reduction`);
 standardise a continuous attribute (or, when it is heavy-tailed, replace it by
-its normal scores, a monotone map that leaves the MI unchanged); hold out one set of test rows per
-attribute; for each of ``seeds`` seeds draw a train / validation split of the
-other rows, start a critic from the linear fit to its training rows and train
-it with early stopping on the validation bound; report
-the bound of the seeds' averaged critic on the test rows (at least the mean of
-their own bounds, the bounds being concave in the critic); form a 95% interval
-from the spread of the seeds and the test rows' standard error; repeat on a
-permuted attribute (the null); and attach a warning for every reason not to
-trust the number.
+its normal scores, a monotone map that leaves the MI unchanged); cut the
+attribute's rows into ``folds`` folds; for each fold hold out a validation part
+of the other rows, fit a linear probe on the rest (its regularisation chosen on
+the validation rows), start a critic from that probe and train it with early
+stopping on the validation bound (the probe itself stays a candidate); score
+every fold with its own critic and pool the bound over all rows; form a 95%
+interval from the pooled rows and the folds' spread; report the probes' pooled
+Barber-Agakov bound beside it (``probe_mi``, a floor); repeat on a permuted
+attribute (the null); and attach a warning for every reason not to trust the
+number.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import torch
 
 from faceaudit.errors import InputError, PluginError
 from faceaudit.expressivity.estimators import NeuralEstimator
-from faceaudit.expressivity.reduction import DEFAULT_MAX_DIM, reduce_features, scale_attribute
+from faceaudit.expressivity.reduction import (
+    DEFAULT_MAX_DIM, MAX_REDUCTION_LOSS, choose_width, reduce_features, scale_attribute,
+)
 from faceaudit.expressivity.result import ExpressivityResult
 from faceaudit.expressivity.training import (
     Fit, Job, evaluate_ensemble, resolve_device, stack_workers, train_stacks,
@@ -73,7 +77,8 @@ def estimate_many(
     attributes: Mapping[str, tuple[Any, str]],
     *,
     estimator: str = "mine",
-    seeds: int = 3,
+    seeds: int = 1,
+    folds: int = 5,
     device: str = "auto",
     seed: int = 0,
     max_dim: int | None = DEFAULT_MAX_DIM,
@@ -87,8 +92,13 @@ def estimate_many(
 ) -> dict[tuple[str, str], ExpressivityResult]:
     """MI between every layer and every attribute, all critics trained together.
 
-    An audit asks the same question for L layers x A attributes x S seeds (plus
-    one permutation null per pair); training those critics as one stack of
+    Every estimate is cross-fitted: an attribute's rows are cut into `folds` folds, and for
+    each fold `seeds` critics (averaged) are trained on the other folds and score it, so that
+    every row is a test row once and the bound is pooled over all of them. The permutation
+    null is cross-fitted the same way, and each fold also fits a linear probe on its other
+    rows whose pooled Barber-Agakov bound is reported as ``probe_mi``, a floor.
+    An audit asks the same question for L layers x A attributes x K folds x S seeds (plus
+    K null critics per pair); training those critics as one stack of
     batched networks is much faster than one at a time and gives the same
     numbers for the same seeds (``batched=False`` trains them one by one).
     `stack_size` caps the critics per stack: None means all of them on CUDA and
@@ -100,6 +110,9 @@ def estimate_many(
     of torch's threads. Results depend on torch's thread count and the worker count (the
     features' PCA runs with the caller's threads, each stack with its share; the order of
     floating-point sums follows), not on which critics share a stack.
+    Layers up to `max_dim` wide (default 1,024) are read whole; wider ones are projected on
+    principal components, as many as keep 98% of a linear probe's information about each
+    attribute (``reduced_dim``, ``reduction_loss``).
     `features` maps layer name -> (n, d_layer) array (rows aligned across layers);
     `attributes` maps name -> (values (n,), "continuous" | "categorical"); rows
     where an attribute is missing are dropped for that attribute only.
@@ -112,7 +125,10 @@ def estimate_many(
         raise InputError("attributes must be a non-empty mapping {name: (values, 'continuous'|'categorical')}.")
     seeds = int(seeds)
     if seeds < 1:
-        raise InputError(f"seeds={seeds}: at least one seed is needed (3 or more give an interval).")
+        raise InputError(f"seeds={seeds}: at least one seed is needed.")
+    folds = int(folds)
+    if folds < 2:
+        raise InputError(f"folds={folds}: cross-fitting needs at least 2 folds (5 is the default).")
     if max_dim is not None and int(max_dim) < 1:
         raise InputError(f"max_dim={max_dim} must be a positive integer or None (no reduction).")
     if stack_size is not None and int(stack_size) < 1:
@@ -148,10 +164,13 @@ def estimate_many(
     reduced: dict[str, tuple[np.ndarray, int | None]] = {}
     for lname, x in feats.items():
         reduced[lname] = reduce_features(x, max_dim, seed=seed)
+    widths: dict[tuple[str, str], tuple[int, float]] = {}  # (layer, attribute) -> (width kept, measured loss)
+    layer_x: dict[tuple[str, int | None], np.ndarray] = {}  # (layer, width) -> the critics' input
 
-    # ---- jobs: (layer, attribute, seed index) and one null per pair
+    # ---- jobs: (layer, attribute, fold, seed index) and the null's folds. The folds are drawn per row set,
+    # so attributes with the same rows share their splits (and the probes' eigendecompositions).
     jobs: list[Job] = []
-    keys: list[tuple[str, str, int | str]] = []
+    keys: list[tuple[str, str, int, int | str]] = []
     for ai, (aname, (cp, kind)) in enumerate(clean.items()):
         if kind == "continuous":
             y, note = scale_attribute(cp.y)
@@ -162,15 +181,24 @@ def estimate_many(
             y = cp.y
             n_classes = len(cp.classes)
         perm = np.random.default_rng([int(seed), 4242, ai]).permutation(len(y))
-        test_seed = _job_seed(seed, 20_000, ai)
+        fold_pos = _folds(len(y), folds, seed)
         for lname in feats:
-            xr = reduced[lname][0]
-            for s in range(seeds):  # the seeds share their test rows, so their critics can be averaged there
-                jobs.append(Job(xr, lname, cp.rows, y, n_classes, _job_seed(seed, s), test_seed))
-                keys.append((lname, aname, s))
-            if null:
-                jobs.append(Job(xr, lname, cp.rows, y[perm], n_classes, _job_seed(seed, 10_000)))
-                keys.append((lname, aname, _NULL_TAG))
+            xr, k = reduced[lname]
+            if k is not None:  # a wide layer: keep the width that keeps the attribute's linear information
+                w, loss, _ = choose_width(feats[lname], xr, cp.rows, y, n_classes, seed=seed)
+                widths[(lname, aname)] = (w, loss)
+                if (lname, w) not in layer_x:
+                    layer_x[(lname, w)] = np.ascontiguousarray(xr[:, :w])
+                xr, key = layer_x[(lname, w)], (lname, w)
+            else:
+                key = (lname, None)
+            for f, test in enumerate(fold_pos):
+                for s in range(seeds):  # the seeds of a fold share its test rows, so their critics can be averaged
+                    jobs.append(Job(xr, key, cp.rows, y, n_classes, _job_seed(seed, s, f), test=test))
+                    keys.append((lname, aname, f, s))
+                if null:
+                    jobs.append(Job(xr, key, cp.rows, y[perm], n_classes, _job_seed(seed, 0, f), test=test))
+                    keys.append((lname, aname, f, _NULL_TAG))
 
     job_of = dict(zip(keys, jobs))
     n_workers = 1 if dev.type == "cuda" or not batched else int(workers or torch.get_num_threads())
@@ -181,7 +209,7 @@ def estimate_many(
     out = train_stacks([[jobs[i] for i in grp] for grp in stacks], est, device=dev, workers=n_workers,
                        progress=progress)
     runtime = runtime_record(dev, stack_workers(n_workers, len(stacks)))
-    fits: dict[tuple[str, str, int | str], Fit] = {}
+    fits: dict[tuple[str, str, int, int | str], Fit] = {}
     for grp, grp_fits in zip(stacks, out):
         for i, f in zip(grp, grp_fits):
             fits[keys[i]] = f
@@ -189,17 +217,42 @@ def estimate_many(
     results: dict[tuple[str, str], ExpressivityResult] = {}
     for aname, (cp, kind) in clean.items():
         for lname in feats:
-            seed_fits = [fits[(lname, aname, s)] for s in range(seeds)]
-            null_fit = fits.get((lname, aname, _NULL_TAG))
-            ens = None
-            if est.family == "critic" and seeds > 1:
-                ens = evaluate_ensemble(est, seed_fits, job_of[(lname, aname, 0)], dev)
+            per_fold: list[list[Fit]] = []
+            fold_terms: list[dict[str, np.ndarray]] = []
+            for f in range(folds):
+                seed_fits = [fits[(lname, aname, f, s)] for s in range(seeds)]
+                per_fold.append(seed_fits)
+                if est.family == "critic" and seeds > 1:
+                    fold_terms.append(evaluate_ensemble(est, seed_fits, job_of[(lname, aname, f, 0)], dev))
+                else:
+                    fold_terms.append(seed_fits[0].terms)
+            null_fits = [fits[(lname, aname, f, _NULL_TAG)] for f in range(folds)] if null else None
+            width, loss = widths.get((lname, aname), (None, None))
             results[(lname, aname)] = _assemble(
-                est, kind, cp, seed_fits, null_fit, reduced[lname][1], feats[lname].shape[1], ens, runtime
+                est, kind, cp, per_fold, fold_terms, null_fits, width, loss, feats[lname].shape[1], runtime,
             )
     return results
 
 
+def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
+    """`k` cross-fitting folds of positions 0..n-1 (sorted), from `seed` and `n` alone."""
+    perm = np.random.default_rng([int(seed), 2718, int(n)]).permutation(n)
+    return [np.sort(perm[f::k]) for f in range(k)]
+
+
+def pooled_bound(est: NeuralEstimator, terms: list[dict[str, np.ndarray]]) -> tuple[float, float, list[float]]:
+    """The bound over all rows of several folds, each row scored by its own fold's critic, with its
+    standard error, and each fold's own bound. For DV-type bounds the partition term is pooled too:
+    the folds' critics form one critic of (x, fold) with the fold independent of (x, y), whose
+    bound is a lower bound of I(X; Y)."""
+    def bound(ts: list[dict[str, np.ndarray]]) -> tuple[float, float]:
+        cat = {k: torch.from_numpy(np.concatenate([t[k] for t in ts]))[None] for k in ts[0]}
+        mask = torch.ones_like(next(iter(cat.values())), dtype=torch.bool)
+        v, se = est.bound_from_terms(cat, mask)
+        return float(v[0]), float(se[0])
+
+    value, se = bound(terms)
+    return value, se, [bound([t])[0] for t in terms]
 def runtime_record(dev: torch.device, workers: int) -> dict[str, Any]:
     """Where the critics trained, for the result and the report: the device (with the GPU's name),
     torch's thread count (the features' PCA uses it on every device) and the number of stacks trained
@@ -232,28 +285,32 @@ def _assemble(
     est: NeuralEstimator,
     kind: str,
     cp: CleanPair,
-    fits: list[Fit],
-    null_fit: Fit | None,
+    per_fold: list[list[Fit]],
+    fold_terms: list[dict[str, np.ndarray]],
+    null_fits: list[Fit] | None,
     reduced_dim: int | None,
+    reduction_loss: float | None,
     d: int,
-    ensemble: tuple[float, float] | None = None,
     runtime: dict[str, Any] | None = None,
 ) -> ExpressivityResult:
-    vals = np.array([f.value for f in fits], dtype=np.float64)
-    ses = np.array([f.se for f in fits], dtype=np.float64)
-    S = len(vals)
-    sd = float(vals.std(ddof=1)) if S > 1 else 0.0
-    # The seeds share their test rows: their spread is training randomness only, and the test
-    # rows' sampling error is common to all of them (it does not shrink with S).
-    if ensemble is not None:
-        raw, test_se = ensemble
-    else:
-        raw, test_se = float(vals.mean()), math.sqrt(float((ses**2).mean()))
-    se = math.sqrt(sd**2 / S + test_se**2)
+    K, S = len(per_fold), len(per_fold[0])
+    fits = [f for fold in per_fold for f in fold]
+    raw, delta_se, fold_vals = pooled_bound(est, fold_terms)
+    raw = _finite(raw)
+    # the pooled rows' standard error misses how much the critics themselves vary; the folds' spread
+    # (each fold's bound on its own rows, its own critic) carries both, so the larger of the two is used
+    fold_se = float(np.std(fold_vals, ddof=1)) / math.sqrt(K) if K > 1 else 0.0
+    se = max(_finite(delta_se), fold_se)
+    seeds_vals = [pooled_bound(est, [per_fold[f][s].terms for f in range(K)])[0] for s in range(S)]
     mi = max(raw, 0.0)
     ci_low = max(0.0, raw - 1.96 * se)
     ci_high = max(0.0, raw + 1.96 * se)
-    null_mi = float(null_fit.value) if null_fit is not None else float("nan")
+    floor_terms = np.concatenate([fold[0].floor_terms for fold in per_fold])
+    probe_mi = _finite(float(floor_terms.mean()))
+    probe_se = _finite(float(floor_terms.std(ddof=1) / math.sqrt(len(floor_terms))))
+    null_mi = float("nan")
+    if null_fits is not None:
+        null_mi = _finite(pooled_bound(est, [f.terms for f in null_fits])[0])
     train_mi = float(np.mean([f.train_value for f in fits]))
     entropy_y = _entropy(cp.y) if kind == "categorical" else None
     if kind == "categorical":
@@ -263,30 +320,44 @@ def _assemble(
     warnings = list(cp.warnings)
     if raw < 0:
         warnings.append(f"raw estimate {raw:.3f} nats is negative (no detectable information); reported as 0.")
+    if reduction_loss is not None and reduction_loss > MAX_REDUCTION_LOSS:
+        warnings.append(
+            f"the features were reduced to {reduced_dim} principal components, which keep only "
+            f"{100 * (1 - reduction_loss):.0f}% of a linear probe's information about the attribute; raise "
+            f"max_dim (now {reduced_dim}) so that the critics read more of the layer."
+        )
+    if ci_high < probe_mi:
+        warnings.append(
+            f"the estimate's interval [{ci_low:.3f}, {ci_high:.3f}] lies below the linear probe's floor "
+            f"({probe_mi:.3f} nats), a lower bound the critic should reach: the critics are under-trained; "
+            "raise max_steps, or use more rows."
+        )
     unconverged = [i for i, f in enumerate(fits) if not f.converged]
     if unconverged:
         warnings.append(
-            f"training did not converge for {len(unconverged)} of {S} seed(s): the held-out bound was still "
+            f"training did not converge for {len(unconverged)} of {len(fits)} critic(s): the held-out bound was still "
             f"improving at max_steps={est.max_steps}; increase max_steps (the estimate is likely too low)."
         )
     gap = train_mi - raw
     if gap > max(0.1, 0.3 * max(raw, 0.0)):
         warnings.append(
             f"held-out estimate ({raw:.3f} nats) is far below the training-set bound ({train_mi:.3f} nats): the "
-            "critic overfits; use more samples, a smaller max_dim, or the 'entropy' estimator."
+            "critic overfits; use more samples, or the 'entropy' estimator."
         )
     n_test = min(f.n_test for f in fits)
     if est.family == "critic" and raw > math.log(n_test) - 1.0:
         warnings.append(
-            f"estimate ({raw:.2f} nats) is near the log(n) ceiling ({math.log(n_test):.2f} nats for {n_test} test "
-            "rows) that sample-based lower bounds cannot exceed; the true MI may be higher."
+            f"estimate ({raw:.2f} nats) is near the log(n) ceiling ({math.log(n_test):.2f} nats for {n_test} rows "
+            "per fold) that sample-based lower bounds cannot exceed; the true MI may be higher."
         )
     if kind == "categorical" and entropy_y is not None and raw > entropy_y * 1.02 + 2 * se:
         warnings.append(f"estimate exceeds H(Y) = {entropy_y:.3f} nats, which is impossible; do not trust it.")
-    if S > 1 and sd > max(0.05, 0.25 * abs(raw)):
-        warnings.append(f"seeds disagree (sd {sd:.3f} nats across {S} seeds); the estimate is unstable.")
-    if null_fit is not None:
-        if abs(null_mi) > max(0.05, 2 * null_fit.se):
+    if S > 1:
+        sd = float(np.std(seeds_vals, ddof=1))
+        if sd > max(0.05, 0.25 * abs(raw)):
+            warnings.append(f"seeds disagree (sd {sd:.3f} nats across {S} seeds); the estimate is unstable.")
+    if null_fits is not None:
+        if abs(null_mi) > max(0.05, 2 * se):
             warnings.append(
                 f"the permutation null gives {null_mi:.3f} nats instead of 0: the estimator is biased on this "
                 "data; compare the estimate with null_mi."
@@ -298,10 +369,17 @@ def _assemble(
     return ExpressivityResult(
         mi=mi, ci_low=ci_low, ci_high=ci_high, null_mi=null_mi if math.isfinite(null_mi) else None,
         normalized=float(min(1.0, max(0.0, normalized))), n=int(len(cp.rows)), estimator=est.name, kind=kind,
-        warnings=tuple(warnings), raw_mi=raw, seeds_mi=tuple(float(v) for v in vals), entropy_y=entropy_y,
+        warnings=tuple(warnings), raw_mi=raw, seeds_mi=tuple(float(v) for v in seeds_vals), entropy_y=entropy_y,
         reduced_dim=reduced_dim, curves=curves, train_mi=train_mi, se=se,
-        steps=tuple(f.best_step for f in fits), options={**est.options(), "input_dim": d}, runtime=dict(runtime or {}),
+        steps=tuple(f.best_step for f in fits), options={**est.options(), "input_dim": d, "folds": K, "seeds": S},
+        runtime=dict(runtime or {}), probe_mi=probe_mi, probe_se=probe_se,
+        folds_mi=tuple(float(v) for v in fold_vals), reduction_loss=reduction_loss,
+        probe_selected=sum(f.probe_selected for f in fits),
     )
+
+
+def _finite(v: float) -> float:
+    return float(v) if math.isfinite(v) else 0.0
 
 
 def estimate_expressivity(
@@ -310,7 +388,8 @@ def estimate_expressivity(
     *,
     kind: str = "continuous",
     estimator: str = "mine",
-    seeds: int = 3,
+    seeds: int = 1,
+    folds: int = 5,
     device: str = "auto",
     seed: int = 0,
     max_dim: int | None = DEFAULT_MAX_DIM,
@@ -323,11 +402,11 @@ def estimate_expressivity(
 
     Expressivity says how much a layer "knows" about an attribute such as sex,
     age or yaw (Dhar et al., FG 2020). The number comes with a 95% interval, a
-    permutation null and warnings, because a bare neural MI estimate can drift,
-    overfit or go negative. See :func:`estimate_many` for the procedure.
+    permutation null, a linear probe's floor (``probe_mi``) and warnings, because a bare
+    neural MI estimate can drift, overfit or go negative. See :func:`estimate_many` for the procedure.
     """
     res = estimate_many(
-        {"features": features}, {"attribute": (attribute, kind)}, estimator=estimator, seeds=seeds,
+        {"features": features}, {"attribute": (attribute, kind)}, estimator=estimator, seeds=seeds, folds=folds,
         device=device, seed=seed, max_dim=max_dim, null=null, progress=progress,
         min_class_count=min_class_count, **estimator_options,
     )

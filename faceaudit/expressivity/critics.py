@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from faceaudit.expressivity.probe import Probe, fit_probe, head_from_probe
+
 
 N_BUMPS = 15  # Gaussian bumps of the attribute basis, centred on -3 .. 3 standard deviations
 _BUMP_WIDTH = 6.0 / (N_BUMPS - 1)  # one centre spacing
@@ -110,47 +112,26 @@ def init_params(
 
 
 def linear_head_init(
-    x: np.ndarray, y: np.ndarray, n_classes: int, d_pad: int, c_pad: int, ridge: float = 1.0
+    x: np.ndarray | None, y: np.ndarray | None, n_classes: int, d_pad: int, c_pad: int,
+    probe: Probe | None = None,
 ) -> dict[str, np.ndarray]:
-    """Closed-form linear-Gaussian critic fitted on training rows `x` (m, d), `y` (m,), zero-padded.
+    """The linear head of a critic: the linear probe of `y` on the training rows `x` (m, d), zero-padded.
 
-    Continuous y: ridge regression m(x) = x.w + b with residual variance s^2 (keys Lw, Lb, Ls = log s^2,
-    Lq = the y^2 coefficient 1/2 - 1/(2 s^2) of log N(y; m, s^2) - log N(y; 0, 1)). Categorical y:
-    linear discriminant analysis with a pooled, ridge-regularised covariance (keys V, v0; eb = -log of
-    the class frequencies, the class bias that turns the LDA log-posterior into log p(c|x) - log p(c)).
-    The ridge is `ridge` x d on standardised features (a weak prior: 2% shrinkage at d = 64, 3,000 rows).
+    `probe` is used when given (else it is fitted here, see :func:`probe.fit_probe`). Continuous y:
+    keys Lw, Lb, Ls, Lq, the critic log N(y; x.w + b, s^2) - log N(y; 0, 1) of the ridge probe.
+    Categorical y: V, v0, the logistic probe's logits (log q(c | x) is their log-softmax), and, when
+    `y` is given, eb = -log of its class frequencies, the class bias that turns log q(c | x) into
+    log q(c | x) - log p(c).
     """
-    x = np.asarray(x, dtype=np.float64)
-    m_rows, d = x.shape
-    lam = float(ridge) * d
-    xm = x.mean(0)
-    xc = x - xm
-    if n_classes == 0:
-        y = np.asarray(y, dtype=np.float64)
-        ym = y.mean()
-        w = np.linalg.solve(xc.T @ xc + lam * np.eye(d), xc.T @ (y - ym))
-        b = ym - xm @ w
-        s2 = float(max(np.mean((y - x @ w - b) ** 2), 1e-4))
-        lw = np.zeros((d_pad, 1))
-        lw[:d, 0] = w
-        return {"Lw": lw, "Lb": np.full((1, 1), b), "Ls": np.full((1, 1), math.log(s2)),
-                "Lq": np.full((1, 1), 0.5 - 0.5 / s2)}
-    y = np.asarray(y, dtype=np.int64)
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    means = np.zeros((n_classes, d))
-    np.add.at(means, y, x)
-    means /= np.maximum(counts, 1.0)[:, None]
-    resid = x - means[y]
-    cov = (resid.T @ resid + lam * np.eye(d)) / max(m_rows - n_classes, 1)
-    prec_means = np.linalg.solve(cov, means.T)  # (d, C)
-    logp = np.log((counts + 0.5) / (counts + 0.5).sum())
-    v = np.zeros((d_pad, c_pad))
-    v[:d, :n_classes] = prec_means
-    v0 = np.full((1, c_pad), -1e4)  # padded classes: never chosen
-    v0[0, :n_classes] = -0.5 * np.einsum("dc,cd->c", prec_means, means) + logp
-    eb = np.zeros((1, c_pad))
-    eb[0, :n_classes] = -logp
-    return {"V": v, "v0": v0, "eb": eb}
+    if probe is None:
+        probe = fit_probe(x, y, n_classes)
+    head = head_from_probe(probe, d_pad, c_pad)
+    if n_classes and y is not None:
+        counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes).astype(np.float64)
+        eb = np.zeros((1, c_pad))
+        eb[0, :n_classes] = -np.log((counts + 0.5) / (counts + 0.5).sum())
+        head["eb"] = eb
+    return head
 
 
 def encode(p: dict[str, Tensor], x: Tensor) -> Tensor:

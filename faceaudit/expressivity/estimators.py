@@ -48,7 +48,7 @@ _DEFAULTS: dict[str, Any] = {
     "eval_every": 50,  # steps between validation evaluations
     "patience": 12,  # evaluations without improvement before stopping (the validation bound is noisy)
     "min_delta": 1e-4,  # nats
-    "heldout": 0.4,  # fraction of rows held out: half validation (early stopping), half test (reported)
+    "heldout": 0.2,  # fraction of a fold's training rows held out for validation (early stopping, probe choice)
     "val_cols": 256,  # marginal columns used for the validation bound (all are used for the test bound)
     "marginal_cols": 64,  # attribute values each training row is paired with in the marginal term (None: all)
     "linear_head": True,  # critics start from the closed-form linear-Gaussian / LDA critic (see critics.py)
@@ -80,8 +80,11 @@ class NeuralEstimator:
         for k, v in merged.items():
             setattr(self, k, v)
         self._options = merged
-        if not 0.05 <= float(self.heldout) <= 0.8:
-            raise InputError(f"heldout={self.heldout} must be between 0.05 and 0.8 (fraction of rows held out).")
+        if not 0.05 <= float(self.heldout) <= 0.5:
+            raise InputError(
+                f"heldout={self.heldout} must be between 0.05 and 0.5 (fraction of a fold's training rows held out "
+                "for validation)."
+            )
         for k in ("hidden", "embed", "batch_size", "max_steps", "eval_every", "patience"):
             if int(getattr(self, k)) < 1:
                 raise InputError(f"option {k}={getattr(self, k)} must be a positive integer.")
@@ -180,6 +183,11 @@ class NeuralEstimator:
             torch.exp(row - m[:, None]) + torch.exp(col - m[:, None])
         )
         return value, _masked_sd(infl, mask) / torch.sqrt(n)
+
+    def bound_from_terms(self, terms: dict[str, Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The bound and its standard error from per-row held-out terms (see ``evaluate(raw=True)``),
+        (G, m) each; rows of several folds may be pooled, each scored by its own fold's critic."""
+        return self.heldout_critic(terms["t_pos"], terms["row"], terms["row_nce"], terms["col"], mask)
 
     def combine(self, joint: Tensor, log_marg: Tensor) -> Tensor:
         return joint - log_marg
@@ -324,7 +332,10 @@ class EntropyDifference(NeuralEstimator):
 
     def heldout_conditional(self, f, y, mask, continuous, aux, idx, which):
         lp, lq = self._row_terms(f, y, continuous, aux, idx)
-        d = lp - lq
+        return {"d": lp - lq}
+
+    def bound_from_terms(self, terms, mask):
+        d = terms["d"]
         n = mask.sum(1).float()
         return (d * mask.float()).sum(1) / n, _masked_sd(d, mask) / torch.sqrt(n)
 

@@ -18,12 +18,14 @@ def _f(x: float | None) -> float | None:
 class ExpressivityResult:
     """Mutual information (nats) between a layer's features and an attribute, with its uncertainty.
 
-    ``mi`` is the held-out estimate averaged over seeds and clipped at 0 (``raw_mi``
-    keeps the unclipped value): for the variational bounds, the bound of the seeds'
-    averaged critic on their shared test rows; ``seeds_mi`` the seeds' own bounds
-    there; ``ci_low``/``ci_high`` a 95% interval; ``null_mi`` the
+    ``mi`` is the cross-fitted estimate clipped at 0 (``raw_mi`` keeps the unclipped
+    value): every row is scored once, by the critic of its fold (the seeds' averaged
+    critic when ``seeds`` > 1), and the bound is pooled over all rows; ``folds_mi`` each
+    fold's bound, ``seeds_mi`` each seed's pooled bound; ``ci_low``/``ci_high`` a 95% interval; ``null_mi`` the
     same procedure run on a permuted attribute (what "no information" looks like);
     ``normalized`` is I/H(Y) (categorical) or Linfoot's sqrt(1-exp(-2I)) (continuous);
+    ``probe_mi`` (with ``probe_se``) is the floor: a cross-fitted linear probe's Barber-Agakov
+    lower bound on the same rows, which the estimate should reach;
     ``runtime`` where the critics trained (``device``, ``torch_threads``, ``workers``).
     """
 
@@ -48,6 +50,12 @@ class ExpressivityResult:
     # where the critics trained: on CPU the numbers are reproducible for a seed given torch's thread
     # count and the worker count (they set the order of floating-point sums), so both are recorded
     runtime: dict[str, Any] = field(default_factory=dict)
+    # the floor: the cross-fitted linear probe's Barber-Agakov bound H(Y) + E[log q(y|x)] on the same rows
+    probe_mi: float | None = None
+    probe_se: float | None = None
+    folds_mi: tuple[float, ...] = ()  # each fold's bound on its own rows
+    reduction_loss: float | None = None  # share of the probe's information lost by the reduction (None: none made)
+    probe_selected: int = 0  # critics for which validation kept the probe itself over the trained critic
 
     @property
     def trustworthy(self) -> bool:
@@ -77,6 +85,11 @@ class ExpressivityResult:
             "options": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
                         for k, v in self.options.items()},
             "runtime": dict(self.runtime),
+            "probe_mi": _f(self.probe_mi),
+            "probe_se": _f(self.probe_se),
+            "folds_mi": [_f(v) for v in self.folds_mi],
+            "reduction_loss": _f(self.reduction_loss),
+            "probe_selected": int(self.probe_selected),
         }
 
 

@@ -31,6 +31,7 @@ from faceaudit._malloc import keep_freed_memory
 from faceaudit._progress import progress as _progress_bar
 from faceaudit.errors import InputError
 from faceaudit.expressivity import critics
+from faceaudit.expressivity import probe as probe_mod
 
 if TYPE_CHECKING:  # pragma: no cover
     from faceaudit.expressivity.estimators import NeuralEstimator
@@ -53,6 +54,7 @@ class Job:
     n_classes: int  # 0 for a continuous attribute
     seed: int
     test_seed: int | None = None  # draws the test rows (shared by the seeds of one layer x attribute); None: `seed`
+    test: np.ndarray | None = None  # positions in `rows` of the test rows (a cross-fitting fold); None: drawn
 
 
 @dataclass
@@ -72,6 +74,9 @@ class Fit:
     curve_val: list[float] = field(default_factory=list)
     test_rows: np.ndarray | None = None  # rows of the layer array the value was computed on
     params: dict[str, Tensor] | None = None  # the best critic (CPU, unpadded), for evaluate_ensemble
+    terms: dict[str, np.ndarray] = field(default_factory=dict)  # per-test-row terms of the bound (pooled over folds)
+    floor_terms: np.ndarray | None = None  # per-test-row Barber-Agakov terms of the probe fitted on all other rows
+    probe_selected: bool = False  # validation chose the probe itself (step 0) over every trained critic
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -98,16 +103,22 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def _split(
-    n: int, seed: int, heldout: float, test_seed: int | None = None
+    n: int, seed: int, heldout: float, test_seed: int | None = None, test: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train, validation, test) positions; the test rows come from `test_seed` when given,
-    so that several seeds can share them (and their critics be averaged on them)."""
-    n_test = max(10, int(round(n * heldout / 2)))
-    n_val = max(10, int(round(n * heldout / 2)))
-    perm = np.random.default_rng([int(seed if test_seed is None else test_seed), 1]).permutation(n)
-    test, rest = perm[:n_test], perm[n_test:]
-    if test_seed is not None and test_seed != seed:
+    """(train, validation, test) positions. The test rows are `test` (a cross-fitting fold) when given,
+    else a fifth of the rows drawn from `test_seed` (or `seed`), so that several seeds can share them
+    (and their critics be averaged on them); a fraction `heldout` of the other rows validates."""
+    if test is None:
+        perm = np.random.default_rng([int(seed if test_seed is None else test_seed), 1]).permutation(n)
+        n_test = max(10, int(round(n / 5)))
+        test, rest = perm[:n_test], perm[n_test:]
+        if test_seed is not None and test_seed != seed:
+            rest = rest[np.random.default_rng([int(seed), 3]).permutation(len(rest))]
+    else:
+        test = np.asarray(test, dtype=np.int64)
+        rest = np.setdiff1d(np.arange(n), test)
         rest = rest[np.random.default_rng([int(seed), 3]).permutation(len(rest))]
+    n_val = max(10, int(round(len(rest) * heldout)))
     return rest[n_val:], rest[:n_val], test
 
 
@@ -294,7 +305,7 @@ def train_jobs(
         )
     Y = Y.to(dev)
     # ---- splits (rows of the layer array)
-    splits = [_split(len(j.rows), j.seed, cfg.heldout, j.test_seed) for j in jobs]
+    splits = [_split(len(j.rows), j.seed, cfg.heldout, j.test_seed, j.test) for j in jobs]
     train_rows = [j.rows[s[0]] for j, s in zip(jobs, splits)]
     val_rows = [j.rows[s[1]] for j, s in zip(jobs, splits)]
     test_rows = [j.rows[s[2]] for j, s in zip(jobs, splits)]
@@ -302,12 +313,13 @@ def train_jobs(
     # ---- model
     head_out = est.head_out(c_max) if est.family == "conditional" else cfg.embed
     shape = critics.CriticShape(d_max, cfg.hidden, cfg.embed, cfg.y_hidden, c_max, head_out)
+    bases: dict[Any, probe_mod.RidgeBasis] = {}
+    probes = [_probes(j, sp, est.family == "critic" and bool(cfg.linear_head), bases) for j, sp in zip(jobs, splits)]
+    del bases
     linear = None
     if est.family == "critic" and cfg.linear_head:
-        linear = [
-            critics.linear_head_init(j.x[tr], j.y[s[0]], j.n_classes, d_max, c_max)
-            for j, tr, s in zip(jobs, train_rows, splits)
-        ]
+        linear = [critics.linear_head_init(j.x[tr], j.y[sp[0]], j.n_classes, d_max, c_max, probe=pr.head)
+                  for j, tr, sp, pr in zip(jobs, train_rows, splits, probes)]
     init = critics.init_params(
         [j.seed for j in jobs], [j.x.shape[1] for j in jobs], shape,
         continuous=continuous, conditional=est.family == "conditional", linear=linear,
@@ -435,14 +447,23 @@ def train_jobs(
         bar.close()
     converged = stale >= cfg.patience
     # ---- final: best critics on the test rows and on as many training rows
+    selected = (best_step == 0) & (linear is not None)
+    if selected.any():  # validation kept the probe itself: take its fit on all the fold's other rows
+        for g in np.flatnonzero(selected):
+            refit = critics.linear_head_init(None, None, jobs[g].n_classes, d_max, c_max, probe=probes[g].refit)
+            for k, v in refit.items():
+                if k != "eb":
+                    best[k][g] = torch.from_numpy(np.asarray(v, dtype=np.float32)).to(dev)
     with torch.no_grad():
         test_idx, test_mask = _pad_sets(test_rows)
-        tv, tse = evaluate(est, best, X, layer_of, Y, torch.from_numpy(test_idx).to(dev),
-                           torch.from_numpy(test_mask).to(dev), continuous, aux, max_cols=None, which="test")
+        terms = evaluate(est, best, X, layer_of, Y, torch.from_numpy(test_idx).to(dev),
+                         torch.from_numpy(test_mask).to(dev), continuous, aux, max_cols=None, which="test", raw=True)
+        tv, tse = est.bound_from_terms(terms, torch.from_numpy(test_mask).to(dev))
         tr_sets = [tr[: len(te)] for tr, te in zip(train_rows, test_rows)]
         tr_idx, tr_mask = _pad_sets(tr_sets)
         trv, _ = evaluate(est, best, X, layer_of, Y, torch.from_numpy(tr_idx).to(dev),
                           torch.from_numpy(tr_mask).to(dev), continuous, aux, max_cols=None, which="train")
+    terms_np = {k: v.cpu().numpy().astype(np.float64) for k, v in terms.items()}
     tv, tse, trv, bv = (a.cpu().numpy().astype(np.float64) for a in (tv, tse, trv, best_val))
     out = []
     for g in range(G):
@@ -452,9 +473,56 @@ def train_jobs(
                 best_step=int(best_step[g]), steps_run=int(steps_run[g]), converged=bool(converged[g]),
                 n_test=len(test_rows[g]), curve_step=curves[g][0], curve_train=curves[g][1], curve_val=curves[g][2],
                 test_rows=test_rows[g], params=_unpad(best, g, jobs[g]),
+                terms={k: v[g, : len(test_rows[g])].copy() for k, v in terms_np.items()},
+                floor_terms=probes[g].floor_terms, probe_selected=bool(selected[g]),
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class _JobProbes:
+    """A job's linear probes: `head` fitted on its training rows (regularisation chosen on its validation
+    rows), the critic's starting point; `refit`, the same regularisation fitted on training and validation
+    rows; `floor_terms`, the refit probe's Barber-Agakov terms on the test rows."""
+
+    head: probe_mod.Probe | None
+    refit: probe_mod.Probe
+    floor_terms: np.ndarray
+
+
+def _probes(job: Job, split: tuple[np.ndarray, np.ndarray, np.ndarray], use_head: bool,
+            bases: dict[Any, probe_mod.RidgeBasis]) -> _JobProbes:
+    """Fit a job's probes; a continuous attribute's ridge fits take their eigendecomposition from `bases`
+    (keyed by layer and rows), which the attributes and nulls of one layer and split share."""
+    tr, va, te = split
+    C, seed = job.n_classes, int(job.seed)
+    y = job.y
+    fit_rows = np.concatenate([tr, va])
+
+    def basis(pos: np.ndarray) -> probe_mod.RidgeBasis | None:
+        if C:
+            return None
+        rows = job.rows[pos]
+        key = (job.layer, hash(rows.tobytes()), len(rows))
+        if key not in bases:
+            bases[key] = probe_mod.ridge_basis(job.x[rows])
+        return bases[key]
+
+    head, reg = None, None
+    if use_head or C:
+        xv = job.x[job.rows[va]]
+        head = probe_mod.fit_probe(job.x[job.rows[tr]] if C else None, y[tr], C, seed=seed, val=(xv, y[va]),
+                                   basis=basis(tr))
+        reg = head.reg
+    refit = probe_mod.fit_probe(job.x[job.rows[fit_rows]] if C else None, y[fit_rows], C, seed=seed, reg=reg,
+                                basis=basis(fit_rows))
+    # the floor of a continuous attribute is computed on its values spread within their ties (see dequantize),
+    # with the attribute's entropy from all its rows: a valid floor for the attribute itself
+    y_floor = y if C else probe_mod.dequantize(y, seed=0)
+    _, neg_log_p = probe_mod.attribute_entropy(y_floor, C)
+    return _JobProbes(head if use_head else None, refit,
+                      probe_mod.probe_terms(refit, job.x[job.rows[te]], y_floor[te], neg_log_p[te]))
 
 
 def _unpad(params: dict[str, Tensor], g: int, job: Job) -> dict[str, Tensor]:
@@ -474,8 +542,8 @@ def _unpad(params: dict[str, Tensor], g: int, job: Job) -> dict[str, Tensor]:
     return out
 
 
-def evaluate_ensemble(est: "NeuralEstimator", fits: list[Fit], job: Job, device: str | torch.device = "cpu"
-                      ) -> tuple[float, float]:
+def evaluate_ensemble(est: "NeuralEstimator", fits: list[Fit], job: Job, device: str | torch.device = "cpu",
+                      raw: bool = True) -> Any:
     """Bound and standard error of the averaged critic T = mean_s T_s on the test rows the `fits` share.
 
     The Donsker-Varadhan, NWJ and InfoNCE bounds are concave in the critic, so on
@@ -483,7 +551,8 @@ def evaluate_ensemble(est: "NeuralEstimator", fits: list[Fit], job: Job, device:
     bounds: averaging seeds at the critic level gives a tighter lower bound than
     averaging their numbers. With reference normalisation (continuous attribute) the
     normalised critics are averaged, so the same holds. `job` supplies the features
-    and attribute.
+    and attribute. Returns the averaged critic's per-row terms (numpy), or with ``raw=False``
+    its (bound, standard error).
     """
     dev = resolve_device(device)
     rows = fits[0].test_rows
@@ -503,9 +572,12 @@ def evaluate_ensemble(est: "NeuralEstimator", fits: list[Fit], job: Job, device:
     if continuous:
         _add_references(aux, est, [(job, rows)], dev)
     with torch.no_grad():
-        v, se = evaluate(est, params, X, torch.zeros(S, dtype=torch.long, device=dev), Y, idx, mask, continuous,
-                         aux, max_cols=None, which="test", ensemble=True)
-    return _finite(float(v[0])), _finite(float(se[0]))
+        terms = evaluate(est, params, X, torch.zeros(S, dtype=torch.long, device=dev), Y, idx, mask, continuous,
+                         aux, max_cols=None, which="test", ensemble=True, raw=True)
+        if not raw:
+            v, se = est.bound_from_terms(terms, mask[:1])
+            return _finite(float(v[0])), _finite(float(se[0]))
+    return {k: v[0].cpu().numpy().astype(np.float64) for k, v in terms.items()}
 
 
 def _add_references(aux: dict[str, Tensor], est: "NeuralEstimator", jobs: list[tuple[Job, np.ndarray]],
@@ -590,8 +662,11 @@ def evaluate(
     max_cols: int | None,
     which: str,
     ensemble: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """The estimator's bound (G,) and its standard error on the rows `idx` (padded, `mask`).
+    raw: bool = False,
+) -> Any:
+    """The estimator's bound (G,) and its standard error on the rows `idx` (padded, `mask`); with `raw`,
+    the per-row terms they are computed from (:meth:`NeuralEstimator.bound_from_terms`), so that the
+    rows of several folds can be pooled.
 
     The whole set is used, not a minibatch: for a continuous attribute the
     marginal term averages over all pairs (x_i, y_j), i != j (or over the first
@@ -605,7 +680,8 @@ def evaluate(
     if est.family == "conditional":
         if ensemble:
             raise ValueError(f"the {est.name!r} estimator has no critic to average")
-        return est.heldout_conditional(f, ys, mask, continuous, aux, idx, which)
+        terms = est.heldout_conditional(f, ys, mask, continuous, aux, idx, which)
+        return terms if raw else est.bound_from_terms(terms, mask)
     pool = (lambda t: t.mean(0, keepdim=True)) if ensemble else (lambda t: t)  # noqa: E731
     ref_idx = aux.get("ref_idx")
     if ref_idx is not None and max_cols is not None:  # validation: as many references as marginal columns
@@ -693,4 +769,5 @@ def evaluate(
             col = torch.where(torch.arange(m, device=X.device)[None, :] < c, col_full, row)
         else:
             col = row
-    return est.heldout_critic(t_pos, row, row_nce, col, mask)
+    terms = {"t_pos": t_pos, "row": row, "row_nce": row_nce, "col": col}
+    return terms if raw else est.bound_from_terms(terms, mask)
