@@ -30,6 +30,7 @@ QUICK_MAX_IMAGES = 2000
 #: Faster estimator settings used with `quick=True` by run, trend, compare (and the demo's trend).
 QUICK_ESTIMATOR_OPTIONS: dict[str, Any] = {
     "max_steps": 300, "min_steps": 50, "eval_every": 25, "patience": 3, "hidden": 32, "batch_size": 256,
+    "folds": 3,
 }
 #: Features are reduced to at most this many principal components with `quick=True`.
 QUICK_MAX_DIM = 16
@@ -72,7 +73,7 @@ class RunSettings:
 
     @property
     def n_seeds(self) -> int:
-        return self.seeds if self.seeds is not None else (1 if self.quick else 3)
+        return self.seeds if self.seeds is not None else 1
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -148,7 +148,8 @@ Examples:
 @click.option("--estimator", default="mine", show_default=True,
               help="MI estimator (mine, smile, infonce, nwj, entropy, or a plugin's).")
 @click.option("--seeds", default=None, type=click.IntRange(1, 50),
-              help="Training seeds per layer x attribute (CI from their spread). [default: 3; 1 with --quick]")
+              help="Critics per cross-fitting fold, averaged into one (every estimate is cross-fitted over 5 "
+                   "folds, 3 with --quick). [default: 1]")
 @click.option("--device", default="auto", show_default=True,
               help="auto (CUDA when available, else CPU), cpu, or cuda[:N].")
 @click.option("--target-fmr", default=1e-3, show_default=True, type=click.FloatRange(0, 1, min_open=True),
@@ -236,7 +237,7 @@ Examples:
 @click.option("--identity-estimator", default="entropy", show_default=True,
               help="MI estimator for `identity` (entropy: H(Y) - H(Y|X) from a classifier).")
 @click.option("--seeds", default=None, type=click.IntRange(1, 50),
-              help="Training seeds per estimate. [default: 3; 1 with --quick]")
+              help="Critics per cross-fitting fold, averaged into one. [default: 1]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, or cuda[:N].")
 @click.option("--out", "out_dir", default=Path("faceaudit-trend"), show_default=True,
               type=click.Path(path_type=Path), help="Output folder for trend.html and trend.json.")
@@ -290,7 +291,7 @@ Examples:
 @click.option("--estimator", default="mine", show_default=True, help="MI estimator for the attributes.")
 @click.option("--identity-estimator", default="entropy", show_default=True, help="MI estimator for `identity`.")
 @click.option("--seeds", default=None, type=click.IntRange(1, 50),
-              help="Training seeds per estimate. [default: 3; 1 with --quick]")
+              help="Critics per cross-fitting fold, averaged into one. [default: 1]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, or cuda[:N].")
 @click.option("--target-fmr", default=1e-3, show_default=True, type=click.FloatRange(0, 1, min_open=True),
               help="False match rate at which each model's global verification threshold is set.")

@@ -140,7 +140,7 @@ def encode(p: dict[str, Tensor], x: Tensor) -> Tensor:
     # the head's linear map of x (Lw or V) rides in the first layer's matmul as extra columns: the
     # (G, B, d) batch is read once forward and once for the weight gradient, not again per thin matmul
     w, b = p["W1"], p["b1"]
-    for wk, bk in (("Lw", "Lb"), ("V", "v0")):
+    for wk, bk in (("Lw", "Lb"), ("Gw", "Gc"), ("V", "v0")):
         if wk in p:
             w, b = torch.cat([w, p[wk]], -1), torch.cat([b, p[bk]], -1)
     z = torch.baddbmm(b, x, w)
@@ -148,9 +148,11 @@ def encode(p: dict[str, Tensor], x: Tensor) -> Tensor:
     a = torch.nn.functional.elu(torch.baddbmm(p["b2"], a, p["W2"]))
     f = torch.baddbmm(p["b3"], a, p["W3"])
     if "Lw" in p:  # linear-Gaussian head: [m/s^2, -m^2/(2 s^2) - log(s^2)/2, q], paired with g's [y, 1, y^2]
-        m = z[..., h:]  # (G, B, 1)
+        m = z[..., h : h + 1]  # (G, B, 1)
         inv = torch.exp(-p["Ls"])
         f = torch.cat([f, m * inv, -0.5 * m * m * inv - 0.5 * p["Ls"], p["Lq"].expand_as(m)], -1)
+    if "Gw" in p:  # generative head: [(x - c) M, 1], paired with g's [phi(y), -phi Q phi / 2]
+        f = torch.cat([f, z[..., h + 1 :], torch.ones_like(z[..., :1])], -1)
     elif "V" in p:  # LDA head: the log-posterior of every class, added to the class logits
         f = torch.cat([f, torch.log_softmax(z[..., h:], -1)], -1)
     return f
@@ -177,7 +179,64 @@ def embed_y(p: dict[str, Tensor], y: Tensor) -> Tensor:
     if "Lw" in p:
         yy = y.unsqueeze(-1)
         g = torch.cat([g, yy, torch.ones_like(yy), yy * yy], -1)
+    if "Gw" in p:
+        phi = y_basis(y)
+        quad = -0.5 * (torch.bmm(phi, p["GQ"]) * phi).sum(-1, keepdim=True)
+        g = torch.cat([g, phi, quad], -1)
     return g
+
+
+GENERATIVE_RANKS = (1, 2, 3, 5, 8, 1 + N_BUMPS)  # ranks of the generative head that validation chooses among
+
+
+def generative_head_init(x: np.ndarray | None, y: np.ndarray | None, d_pad: int
+                         ) -> list[dict[str, np.ndarray]]:
+    """Critics of a Gaussian model of the features given the attribute, fitted on training rows `x` (m, d),
+    `y` (m,), zero-padded to `d_pad` inputs: one per rank in ``GENERATIVE_RANKS`` (x and y None: the zero
+    head, which adds nothing, alone).
+
+    x | y ~ N(B phi(y) + c, S), phi the attribute's basis (:func:`y_basis`), B by least squares (a small
+    ridge), S the residuals' Ledoit-Wolf shrunk covariance (scikit-learn). Up to a function of x alone,
+    which the normalised held-out critic removes, log N(x; B phi + c, S) = phi' M' (x - c) - phi' Q phi / 2
+    with M = S^-1 B and Q = B' S^-1 B: keys Gw = M (d, p), Gc = -c M (1, p), GQ = Q (p, p). This is what
+    linear discriminant analysis is for a category: it reads a mean of the features that moves with
+    the attribute along a curve (age, yaw), which a regression of y on x, linear in x, cannot. In many
+    dimensions the estimated B is mostly noise beyond its first few directions, so B is also cut to its
+    top r singular directions in the whitened space S^-1/2 B, each r a candidate."""
+    p = 1 + N_BUMPS
+    zero = {"Gw": np.zeros((d_pad, p)), "Gc": np.zeros((1, p)), "GQ": np.zeros((p, p))}
+    if x is None or y is None:
+        return [zero]
+    from sklearn.covariance import ledoit_wolf
+
+    x = np.asarray(x, dtype=np.float64)
+    d = x.shape[1]
+    phi = y_basis(torch.from_numpy(np.asarray(y, dtype=np.float64))[None]).numpy()[0]
+    pm, xm = phi.mean(0), x.mean(0)
+    pc, xc = phi - pm, x - xm
+    bt = np.linalg.solve(pc.T @ pc + 1e-3 * len(y) * np.eye(p), pc.T @ xc)  # (p, d) = B'
+    c = xm - pm @ bt
+    cov, _ = ledoit_wolf(xc - pc @ bt, assume_centered=True)
+    lam, v = np.linalg.eigh(cov)
+    lam = np.clip(lam, 1e-12 * max(float(lam.max()), 1e-300), None)
+    bw = (bt @ v) / np.sqrt(lam)  # (p, d): B' S^-1/2 in the eigenbasis
+    # reduced-rank regression: the directions that carry most of the fitted mean's variance, measured
+    # with the basis' own covariance on the left and the noise's on the right
+    pl, pv = np.linalg.eigh(pc.T @ pc / len(y) + 1e-6 * np.eye(p))
+    root = (pv * np.sqrt(pl)) @ pv.T
+    inv_root = (pv / np.sqrt(pl)) @ pv.T
+    u, sv, wt = np.linalg.svd(root @ bw, full_matrices=False)
+    out = []
+    for r in GENERATIVE_RANKS:
+        r = min(r, len(sv))
+        bw_r = inv_root @ ((u[:, :r] * sv[:r]) @ wt[:r])  # (p, d), rank r
+        m = v @ (bw_r / np.sqrt(lam)).T  # S^-1 B_r, (d, p)
+        head = {k: a.copy() for k, a in zero.items()}
+        head["Gw"][:d] = m
+        head["Gc"][0] = -c @ m
+        head["GQ"][:] = bw_r @ bw_r.T
+        out.append(head)
+    return out
 
 
 def class_logits(p: dict[str, Tensor], f: Tensor) -> Tensor:

@@ -51,7 +51,8 @@ _DEFAULTS: dict[str, Any] = {
     "heldout": 0.2,  # fraction of a fold's training rows held out for validation (early stopping, probe choice)
     "val_cols": 256,  # marginal columns used for the validation bound (all are used for the test bound)
     "marginal_cols": 64,  # attribute values each training row is paired with in the marginal term (None: all)
-    "linear_head": True,  # critics start from the closed-form linear-Gaussian / LDA critic (see critics.py)
+    "linear_head": True,  # critics start from their fold's linear probe (see probe.py, critics.py)
+    "generative_head": True,  # continuous: or from a Gaussian model of x given y, when it validates better
     "norm_refs": 1024,  # attribute values (not test rows) a continuous critic is normalised over when evaluated
     "cap": 8.0,  # smooth upper bound on critic values (nats); DV is shift-invariant so only the range matters
 }
@@ -100,8 +101,9 @@ class NeuralEstimator:
             )
         if int(self.norm_refs) < 0:
             raise InputError(f"option norm_refs={self.norm_refs} must be a non-negative integer (0: no normalisation).")
-        if not isinstance(self.linear_head, (bool, np.bool_)):
-            raise InputError(f"option linear_head={self.linear_head!r} must be True or False.")
+        for k in ("linear_head", "generative_head"):
+            if not isinstance(getattr(self, k), (bool, np.bool_)):
+                raise InputError(f"option {k}={getattr(self, k)!r} must be True or False.")
         mc = merged.get("marginal_cols")
         if mc is not None and int(mc) < 2:
             raise InputError(f"option marginal_cols={mc} must be an integer >= 2, or None (all pairs of a batch).")

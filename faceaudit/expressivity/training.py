@@ -164,7 +164,7 @@ class _Stack:
         """An Adam step with each critic's change scaled by its learning-rate factor: p + s (p' - p).
         foreach operations: a handful of calls for all parameters, not a few per parameter."""
         with torch.no_grad():
-            ps = list(self.params.values())
+            ps = [v for v in self.params.values() if v.requires_grad]
             before = torch._foreach_add(ps, 0.0)  # copies
             self.opt.step()
             delta = torch._foreach_sub(ps, before)
@@ -181,8 +181,8 @@ class _Stack:
                 return v.index_select(0, idx) if v.dim() else v.clone()
             return v
 
-        new = {k: v.detach().index_select(0, idx).requires_grad_(True) for k, v in self.params.items()}
-        opt = type(self.opt)(list(new.values()), **self.opt.defaults)
+        new = {k: v.detach().index_select(0, idx).requires_grad_(v.requires_grad) for k, v in self.params.items()}
+        opt = type(self.opt)([v for v in new.values() if v.requires_grad], **self.opt.defaults)
         for old_p, new_p in zip(self.params.values(), new.values()):
             if old_p in self.opt.state:
                 opt.state[new_p] = {k: cut(v) for k, v in self.opt.state[old_p].items()}
@@ -324,9 +324,18 @@ def train_jobs(
         [j.seed for j in jobs], [j.x.shape[1] for j in jobs], shape,
         continuous=continuous, conditional=est.family == "conditional", linear=linear,
     )
-    params = {k: torch.from_numpy(v).to(dev).requires_grad_(True) for k, v in init.items()}
+    generative = None
+    if linear is not None and continuous and cfg.generative_head:
+        generative = [critics.generative_head_init(j.x[tr], j.y[sp[0]], d_max)
+                      for j, tr, sp in zip(jobs, train_rows, splits)]
+        for k in generative[0][0]:  # the generative head starts switched off (zero); validation may switch it on
+            init[k] = np.zeros((G, *generative[0][0][k].shape), np.float32)
+    # the generative head stays as fitted (Adam's fixed-size steps would wreck its calibrated quadratic
+    # form); the MLP learns what it misses
+    params = {k: torch.from_numpy(v).to(dev).requires_grad_(k not in _FROZEN) for k, v in init.items()}
     # foreach: one multi-tensor kernel per Adam operation instead of one per parameter (same numbers)
-    opt = torch.optim.Adam(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    opt = torch.optim.Adam([v for v in params.values() if v.requires_grad], lr=cfg.lr,
+                           weight_decay=cfg.weight_decay, foreach=True)
     stack = _Stack(params, opt)
     # class log-frequencies (train) and padded-class mask
     aux: dict[str, Tensor] = {}
@@ -350,6 +359,10 @@ def train_jobs(
     with torch.no_grad():  # the untrained critic is a candidate too (with the linear head, the linear fit)
         v0, _ = evaluate(est, params, X, layer_of, Y, val_idx_t, val_mask_t, continuous, aux,
                          max_cols=cfg.val_cols, which="val")
+    gen_chosen = np.zeros(G, dtype=bool)
+    if generative is not None:
+        v0, gen_chosen = _choose_head(est, params, generative, v0, (X, layer_of, Y, val_idx_t, val_mask_t, aux))
+        best = {k: v.detach().clone() for k, v in params.items()}
     best_val = torch.where(torch.isfinite(v0), v0, torch.full_like(v0, -math.inf))
     active = np.ones(G, dtype=bool)
     stale = np.zeros(G, dtype=np.int64)
@@ -447,7 +460,7 @@ def train_jobs(
         bar.close()
     converged = stale >= cfg.patience
     # ---- final: best critics on the test rows and on as many training rows
-    selected = (best_step == 0) & (linear is not None)
+    selected = (best_step == 0) & (linear is not None) & ~gen_chosen
     if selected.any():  # validation kept the probe itself: take its fit on all the fold's other rows
         for g in np.flatnonzero(selected):
             refit = critics.linear_head_init(None, None, jobs[g].n_classes, d_max, c_max, probe=probes[g].refit)
@@ -478,6 +491,34 @@ def train_jobs(
             )
         )
     return out
+
+
+_RIDGE_KEYS = ("Lw", "Lb", "Ls", "Lq")
+_FROZEN = ("Gw", "Gc", "GQ")  # parameters that are not trained
+
+
+def _choose_head(est: "NeuralEstimator", params: dict[str, Tensor], generative: list[list[dict[str, np.ndarray]]],
+                 v_ridge: Tensor, data: tuple) -> tuple[Tensor, np.ndarray]:
+    """Start each continuous critic from whichever linear head has the best validation bound: the ridge
+    probe (already in `params`, bound `v_ridge`) or one of its generative heads (one per rank). Sets
+    `params` in place; returns the starting validation bounds and which critics took a generative head."""
+    X, layer_of, Y, idx, mask, aux = data
+    dev = v_ridge.device
+    best_v, take = v_ridge.clone(), torch.zeros_like(v_ridge, dtype=torch.bool)
+    with torch.no_grad():
+        for r in range(len(generative[0])):
+            gen = {k: torch.from_numpy(np.stack([g[r][k] for g in generative]).astype(np.float32)).to(dev)
+                   for k in generative[0][r]}
+            alt = {k: (gen[k] if k in gen else torch.zeros_like(v) if k in _RIDGE_KEYS else v)
+                   for k, v in params.items()}
+            v_gen, _ = evaluate(est, alt, X, layer_of, Y, idx, mask, True, aux, max_cols=est.val_cols, which="val")
+            better = torch.isfinite(v_gen) & (~torch.isfinite(best_v) | (v_gen > best_v))
+            for k, v in params.items():
+                if k in gen or k in _RIDGE_KEYS:
+                    v.copy_(torch.where(better.view(-1, *([1] * (v.dim() - 1))), alt[k], v))
+            best_v = torch.where(better, v_gen, best_v)
+            take |= better
+    return best_v, take.cpu().numpy()
 
 
 @dataclass(frozen=True)
@@ -530,7 +571,7 @@ def _unpad(params: dict[str, Tensor], g: int, job: Job) -> dict[str, Tensor]:
     out = {}
     for k, v in params.items():
         v = v[g].detach().cpu()
-        if k in ("W1", "Lw"):
+        if k in ("W1", "Lw", "Gw"):
             v = v[: job.x.shape[1]]
         elif k == "V":
             v = v[: job.x.shape[1], : job.n_classes]
