@@ -3,9 +3,10 @@
 Run: python benchmarks/bench_expressivity_speed.py [--quick] [--repeat N] [--device cuda] [--threads N]
      [--loop-threads N] [--workers N] [--option KEY=VALUE]
 
-Workload (default): 5 layers x 3 attributes (2 continuous, 1 categorical) x 3 seeds,
-plus one permutation null per pair, n = 10,000 rows, d = 512 features per layer,
-default estimator settings. Three ways to train the same critics with the same seeds:
+Workload (default): 5 layers x 3 attributes (2 continuous, 1 categorical), n = 10,000 rows,
+d = 512 features per layer (read whole: no reduction up to 1,024), default settings: each pair
+cross-fitted over 5 folds with one critic per fold, and its permutation null likewise (10 critics
+per pair, 150 in all; --folds and --seeds change that). Three ways to train the same critics with the same seeds:
 
 * "batched": estimate_many's default. On CPU each attribute kind is split into stacks
   (batched matmuls) that train `workers` at a time, one per torch thread, each on its
@@ -64,6 +65,8 @@ def main() -> None:
     ap.add_argument("--loop-threads", type=int, default=None, help="torch threads for the one-at-a-time loop")
     ap.add_argument("--workers", type=int, default=None, help="stacks trained at once (default: one per thread)")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of the three runs, interleaved (default 1)")
+    ap.add_argument("--folds", type=int, default=5, help="cross-fitting folds per pair (default 5, the default)")
+    ap.add_argument("--seeds", type=int, default=1, help="critics per fold (default 1, the default)")
     ap.add_argument("--max-steps", type=int, default=None, help="cap training steps (shorter run, same workload)")
     ap.add_argument(
         "--option", action="append", default=[], metavar="KEY=VALUE",
@@ -79,15 +82,15 @@ def main() -> None:
         opts = {"max_steps": args.max_steps}
     opts.update({k: _literal(v) for k, v in (o.split("=", 1) for o in args.option)})
     feats, attrs = workload(n, 512, layers)
-    seeds = 3
-    n_critics = layers * len(attrs) * (seeds + 1)
-    print(f"{layers} layers x {len(attrs)} attributes x {seeds} seeds (+1 null each) = {n_critics} critics; "
+    seeds, folds = args.seeds, args.folds
+    n_critics = layers * len(attrs) * folds * (seeds + 1)
+    print(f"{layers} layers x {len(attrs)} attributes x {folds} folds x ({seeds} seed + 1 null) = {n_critics} critics; "
           f"n={n}, d=512, device={args.device}, threads={threads} (loop: {loop_threads}), "
           f"workers={args.workers or threads if resolve_device(args.device).type == 'cpu' else 'n/a'}, options={opts}")
     # one-time costs of the process (the first Adam step imports torch._dynamo, about 1 s) fall on a
     # small warm-up run, not on whichever timed configuration comes first
     wf, wa = workload(200, 16, 1, seed=1)
-    estimate_many(wf, wa, seeds=1, device=args.device, progress=False, max_steps=2, min_steps=1)
+    estimate_many(wf, wa, seeds=1, folds=2, device=args.device, progress=False, max_steps=2, min_steps=1)
     configs = (("batched", {"workers": args.workers}), ("batched, one stack at a time", {"workers": 1}),
                ("one at a time (baseline)", {"batched": False}))
     rounds: list[dict[str, float]] = []
@@ -97,7 +100,8 @@ def main() -> None:
         for label, kw in configs:
             torch.set_num_threads(loop_threads if "batched" in kw else threads)
             t0 = time.time()
-            res = estimate_many(feats, attrs, seeds=seeds, device=args.device, progress=False, **kw, **opts)
+            res = estimate_many(feats, attrs, seeds=seeds, folds=folds, device=args.device, progress=False, **kw,
+                                **opts)
             runs[label] = (time.time() - t0, res)
             print(f"  round {r + 1}: {label}: {runs[label][0]:.1f} s", flush=True)
         rounds.append({label: t for label, (t, _) in runs.items()})
@@ -115,9 +119,9 @@ def main() -> None:
         print(f"(medians of {len(rounds)} rounds: wall times and speed-ups are each the median over the rounds)")
     print(f"max |difference| between the two (nats): {max(d[0] for d in diffs):.2e} per seed, "
           f"{max(d[1] for d in diffs):.2e} in the reported MI")
-    print(f"{'layer':8s} {'attribute':9s} {'MI (nats)':>9s} {'95% CI':>17s} {'null':>7s}")
+    print(f"{'layer':8s} {'attribute':9s} {'MI (nats)':>9s} {'95% CI':>17s} {'floor':>7s} {'null':>7s}")
     for (layer, attr), v in a.items():
-        print(f"{layer:8s} {attr:9s} {v.mi:9.3f} [{v.ci_low:6.3f}, {v.ci_high:6.3f}] {v.null_mi:+7.3f}")
+        print(f"{layer:8s} {attr:9s} {v.mi:9.3f} [{v.ci_low:6.3f}, {v.ci_high:6.3f}] {v.probe_mi:7.3f} {v.null_mi:+7.3f}")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ neural estimate must reach: a critic that ends below a plain linear probe has lo
 * categorical attribute: multinomial logistic regression (scikit-learn, L-BFGS), its inverse
   regularisation C chosen by inner cross-validation on the fitting rows (held-out log-loss, a
   warm-started path from strong to weak regularisation);
-* continuous attribute: ridge regression with a Gaussian predictive N(y; x.w + b, s^2), the ridge
-  chosen by exact leave-one-out cross-validation and s^2 the leave-one-out mean squared residual
-  (so the predictive is calibrated for rows it has not seen); H(Y) is then the differential
-  entropy h(Y), estimated from the attribute's values alone (scipy's ``differential_entropy``).
+* continuous attribute: linear regression with a Gaussian predictive N(y; x.w + b, s^2), regularised
+  by a ridge or a cut to the top principal components, chosen by exact leave-one-out cross-validation and s^2 the leave-one-out mean squared residual
+  (so the predictive is calibrated for rows it has not seen). For the floor a number is first
+  replaced by its normal scores (ties spread by uniform noise first): an increasing map that keeps
+  the MI (or lowers it, for the spread), after which h = log(2 pi e) / 2 exactly.
 
 The same probe, written as a critic, is the linear head every neural critic starts from (see
 :mod:`critics`): T(x, y) = log q(y | x) - log p(y).
@@ -27,7 +28,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 _RIDGE_GRID = np.logspace(-3, 4, 22)  # ridge strength per unit of the features' (standardised) variance x rows / 1000
 _C_GRID = np.logspace(-3.0, 1.0, 9)  # logistic regression's inverse regularisation, strong to weak
@@ -38,7 +38,8 @@ _INNER_FOLDS = 3
 class Probe:
     """A fitted linear probe. Continuous: y ~ N(x.w + b, s2) (w (d,), b, s2). Categorical: log q(c | x) =
     log_softmax(x.w + b) with w (d, C), b (C,) over `n_classes` classes (absent classes get b = -1e4).
-    `reg` is the chosen regularisation (ridge alpha, or logistic C)."""
+    `reg` is the chosen regularisation: logistic C; for a number a ridge strength (> 0) or minus the
+    number of top principal components kept (< 0)."""
 
     w: np.ndarray
     b: np.ndarray | float
@@ -106,26 +107,46 @@ def ridge_basis(x: np.ndarray) -> RidgeBasis:
 
 
 def _fit_ridge(x: np.ndarray | None, y: np.ndarray, reg: float | None, basis: RidgeBasis | None = None) -> Probe:
-    """Ridge regression, alpha by exact leave-one-out error (one eigendecomposition serves every alpha)."""
+    """Linear regression regularised by a ridge or by a cut to the top principal components, whichever
+    has the least exact leave-one-out error (one eigendecomposition serves every candidate). A ridge
+    suits a signal spread over many directions; the cut suits one concentrated in the top-variance
+    directions, where a ridge in hundreds of dimensions still fits noise. `reg` > 0 is a ridge strength,
+    `reg` < 0 keeps the top -reg components."""
     bs = basis if basis is not None else ridge_basis(x)  # type: ignore[arg-type]
     m = len(y)
     ym = y.mean()
     yc = y - ym
     zy = bs.z.T @ yc
     z2 = bs.z * bs.z
-    best = (math.inf, 0.0)
-    for a in (_RIDGE_GRID * (m / 1000.0) if reg is None else [float(reg)]):
-        shrink = 1.0 / (bs.lam + a)
+    k_all = len(bs.lam)
+    top = np.argsort(bs.lam)[::-1]  # components by variance, largest first
+
+    def shrink_of(r: float) -> np.ndarray:
+        if r > 0:
+            return 1.0 / (bs.lam + r)
+        out = np.zeros(k_all)
+        keep = top[: int(-r)]
+        out[keep] = 1.0 / np.maximum(bs.lam[keep], 1e-12 * max(float(bs.lam.max()), 1e-300))
+        return out
+
+    if reg is None:
+        ks = [k for k in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if k < min(k_all, m - 2)]
+        cands = [float(a) for a in _RIDGE_GRID * (m / 1000.0)] + [-float(k) for k in ks]
+    else:
+        cands = [float(reg)]
+    best = (math.inf, cands[0])
+    for r in cands:
+        shrink = shrink_of(r)
         fitted = bs.z @ (shrink * zy)
         h = z2 @ shrink + 1.0 / m  # leverage, the intercept included
         loo = (yc - fitted) / np.clip(1.0 - h, 1e-6, None)
         mse = float(np.mean(loo * loo))
         if mse < best[0]:
-            best = (mse, float(a))
-    s2, a = best
-    w = bs.back @ (zy / (bs.lam + a))
+            best = (mse, r)
+    s2, r = best
+    w = bs.back @ (shrink_of(r) * zy)
     b = float(ym - bs.xm @ w)
-    return Probe(w=w, b=b, s2=max(s2, 1e-6), n_classes=0, reg=a)
+    return Probe(w=w, b=b, s2=max(s2, 1e-6), n_classes=0, reg=r)
 
 
 def _logistic(c: float, warm: bool) -> object:
@@ -208,30 +229,35 @@ def _stratified_folds(y: np.ndarray, k: int, rng: np.random.Generator) -> list[n
     return [np.flatnonzero(fold == f) for f in range(k)]
 
 
-def attribute_entropy(y: np.ndarray, n_classes: int) -> tuple[float, np.ndarray]:
-    """H(Y) in nats and each row's -log p(y_i) term: plug-in class frequencies for a category; for a
-    continuous attribute scipy's differential-entropy estimate (the same value for every row)."""
-    if n_classes:
-        y = np.asarray(y, dtype=np.int64)
-        p = np.bincount(y, minlength=n_classes) / len(y)
-        nl = -np.log(p[y])
-        return float(nl.mean()), nl
-    y = np.asarray(y, dtype=np.float64)
-    h = float(stats.differential_entropy(y))
-    return h, np.full(len(y), h)
-
-
 def dequantize(y: np.ndarray, seed: int) -> np.ndarray:
     """`y` with tied values spread by independent uniform noise as wide as the smallest gap between
     distinct values (ages in whole years, yaw in whole degrees). I(X; Y + U) <= I(X; Y) for noise U
-    independent of both, so a floor computed on the spread values is still a floor for `y`; without
-    it a differential-entropy estimate of tied values is -inf. Untied values are returned as they are."""
+    independent of both, so a floor computed on the spread values is still a floor for `y`.
+    Untied values are returned as they are."""
     y = np.asarray(y, dtype=np.float64)
     u = np.unique(y)
     if len(u) == len(y):
         return y
     gap = float(np.diff(u).min()) if len(u) > 1 else 1.0
     return y + np.random.default_rng([int(seed), 31]).uniform(-0.5, 0.5, size=len(y)) * gap
+
+
+def floor_target(y: np.ndarray, n_classes: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The attribute as the floor's probe predicts it, and each row's -log p(y_i) term.
+
+    A category: its codes, with the plug-in class frequencies (their mean is H(Y)). A number: its normal
+    scores after :func:`dequantize` (ties spread), an increasing map of Y + U, so that
+    I(X; scores) = I(X; Y + U) <= I(X; Y); the scores are standard normal, so h = log(2 pi e) / 2 exactly,
+    and a linear-Gaussian predictive fits a skewed attribute (ages from 1 to 100) far better than the
+    raw values."""
+    if n_classes:
+        y = np.asarray(y, dtype=np.int64)
+        p = np.bincount(y, minlength=n_classes) / len(y)
+        return y, -np.log(p[y])
+    from faceaudit.expressivity.reduction import normal_scores
+
+    z = normal_scores(dequantize(y, seed))
+    return z, np.full(len(z), 0.5 * math.log(2 * math.pi * math.e))
 
 
 def probe_terms(probe: Probe, x: np.ndarray, y: np.ndarray, neg_log_p: np.ndarray) -> np.ndarray:

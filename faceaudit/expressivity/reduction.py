@@ -104,14 +104,13 @@ def choose_width(
     `x_red`; the first width within ``MAX_REDUCTION_LOSS`` of the full bound is kept (else all of
     `x_red`). Returns (width, relative loss at that width, full bound in nats); a loss is 0 when the
     full bound is not above 0.01 nats (nothing to lose)."""
-    from faceaudit.expressivity.probe import attribute_entropy, dequantize, fit_probe, probe_terms
+    from faceaudit.expressivity.probe import fit_probe, floor_target, probe_terms
 
     n, k_max = len(rows), x_red.shape[1]
     rng = np.random.default_rng([int(seed), 515])
     pos = np.sort(rng.permutation(n)[: min(n, _WIDTH_ROWS)])
     sub = rows[pos]
-    yy = y[pos] if n_classes else dequantize(y[pos], seed)
-    _, nl = attribute_entropy(yy, n_classes)
+    yy, nl = floor_target(y[pos], n_classes, seed=seed)
     fold = rng.permutation(len(pos)) % 3
 
     def bound(x: np.ndarray) -> float:

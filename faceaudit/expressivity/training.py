@@ -558,12 +558,12 @@ def _probes(job: Job, split: tuple[np.ndarray, np.ndarray, np.ndarray], use_head
         reg = head.reg
     refit = probe_mod.fit_probe(job.x[job.rows[fit_rows]] if C else None, y[fit_rows], C, seed=seed, reg=reg,
                                 basis=basis(fit_rows))
-    # the floor of a continuous attribute is computed on its values spread within their ties (see dequantize),
-    # with the attribute's entropy from all its rows: a valid floor for the attribute itself
-    y_floor = y if C else probe_mod.dequantize(y, seed=0)
-    _, neg_log_p = probe_mod.attribute_entropy(y_floor, C)
+    # the floor: for a category the refit probe itself; for a number a ridge probe of its normal scores
+    # (see floor_target), with the ridge chosen afresh by leave-one-out error
+    y_floor, neg_log_p = probe_mod.floor_target(y, C, seed=0)
+    floor = refit if C else probe_mod.fit_probe(None, y_floor[fit_rows], 0, basis=basis(fit_rows))
     return _JobProbes(head if use_head else None, refit,
-                      probe_mod.probe_terms(refit, job.x[job.rows[te]], y_floor[te], neg_log_p[te]))
+                      probe_mod.probe_terms(floor, job.x[job.rows[te]], y_floor[te], neg_log_p[te]))
 
 
 def _unpad(params: dict[str, Tensor], g: int, job: Job) -> dict[str, Tensor]:
