@@ -1,4 +1,5 @@
-"""Real data: expressivity of MobileFaceNet embeddings for sex and age on the UTKFace subset."""
+"""Real data: expressivity of MobileFaceNet embeddings on the bundle's UTKFace and LFW sets: clearly above
+the null, never below the cross-fitted linear probe's floor, with all rows and with 600."""
 
 from __future__ import annotations
 
@@ -12,22 +13,18 @@ import torch
 from faceaudit.expressivity import estimate_many
 
 N_IMAGES = 1500
+SETS = {"utkface": ("age", "sex", "race", "yaw"), "lfw": ("sex", "yaw")}
 
 pytestmark = pytest.mark.realdata
 
 
-@pytest.fixture(scope="session")
-def utk_embeddings(shared_data: Path, mobilefacenet: Path):
-    """MobileFaceNet embeddings (128-d) of the first N_IMAGES UTKFace images, with age and sex."""
+def _embed(root: Path, rows: list[dict], model: Path) -> np.ndarray:
     import onnxruntime as ort
     from PIL import Image
 
-    root = shared_data / "utkface"
-    with open(root / "manifest.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))[:N_IMAGES]
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(mobilefacenet), opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     embs = []
     for s in range(0, len(rows), 64):
@@ -36,9 +33,82 @@ def utk_embeddings(shared_data: Path, mobilefacenet: Path):
         )
         batch = ((batch - 127.5) / 127.5).transpose(0, 3, 1, 2).copy()
         embs.append(sess.run(None, {name: batch})[0])
-    age = np.array([float(r["age"]) if r["age"] else np.nan for r in rows])
-    sex = np.array([r["sex"] or None for r in rows], dtype=object)
-    return np.concatenate(embs).astype(np.float32), age, sex
+    return np.concatenate(embs).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def bundle_embeddings(shared_data: Path, mobilefacenet: Path):
+    """MobileFaceNet embeddings (128-d) of every UTKFace and LFW image of the bundle, with their attributes."""
+    out = {}
+    for name, attrs in SETS.items():
+        with open(shared_data / name / "manifest.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        emb = _embed(shared_data / name, rows, mobilefacenet)
+        values = {}
+        for a in attrs:
+            if a in ("age", "yaw"):
+                values[a] = (np.array([float(r[a]) if r[a] else np.nan for r in rows]), "continuous")
+            else:
+                values[a] = (np.array([r[a] or None for r in rows], dtype=object), "categorical")
+        out[name] = (emb, values)
+    return out
+
+
+@pytest.fixture(scope="session")
+def utk_embeddings(bundle_embeddings):
+    """The first N_IMAGES UTKFace embeddings, with age and sex."""
+    emb, values = bundle_embeddings["utkface"]
+    return emb[:N_IMAGES], values["age"][0][:N_IMAGES], values["sex"][0][:N_IMAGES]
+
+
+@pytest.fixture(scope="session")
+def bundle_estimates(bundle_embeddings):
+    """Every attribute of each set estimated with all rows and with 600 (seeded subsample), computed once."""
+    cache: dict = {}
+
+    def get(name: str, n_rows: int | None):
+        if (name, n_rows) not in cache:
+            emb, values = bundle_embeddings[name]
+            rows = np.arange(len(emb))
+            if n_rows is not None:
+                rows = np.sort(np.random.default_rng(1).permutation(len(emb))[:n_rows])
+            old = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                cache[(name, n_rows)] = estimate_many(
+                    {"embedding": emb[rows]}, {a: (v[rows], k) for a, (v, k) in values.items()},
+                    progress=False, seed=0, workers=2,
+                )
+            finally:
+                torch.set_num_threads(old)
+        return cache[(name, n_rows)]
+
+    return get
+
+
+CASES = [(name, a) for name, attrs in SETS.items() for a in attrs]
+
+
+@pytest.mark.parametrize("n_rows", [None, 600])
+@pytest.mark.parametrize("name, attr", CASES)
+def test_the_estimate_reaches_the_probe_floor(bundle_estimates, name, attr, n_rows):
+    # the estimate may not lose to a plain linear probe, and the permutation null stays near 0
+    r = bundle_estimates(name, n_rows)[("embedding", attr)]
+    print(f"{name} n={r.n} {attr}: MI {r.mi:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}], floor {r.probe_mi:.3f} "
+          f"+- {r.probe_se:.3f}, null {r.null_mi:.3f}")
+    assert r.ci_high >= r.probe_mi, (r.ci_high, r.probe_mi)
+    assert abs(r.null_mi) <= 0.05, r.null_mi
+
+
+@pytest.mark.parametrize(
+    "name, attr",
+    [pytest.param(*c, marks=pytest.mark.xfail(
+        strict=True, reason="age's critics score some rows wildly at 600 faces: half-width 0.146 nats"))
+     if c == ("utkface", "age") else c for c in CASES],
+)
+def test_six_hundred_faces_give_a_usable_interval(bundle_estimates, name, attr):
+    r = bundle_estimates(name, 600)[("embedding", attr)]
+    assert (r.ci_high - r.ci_low) / 2 <= 0.12, (r.ci_low, r.ci_high)
 
 
 def test_mobilefacenet_sex_and_age_above_null(utk_embeddings, record_property):
@@ -48,7 +118,7 @@ def test_mobilefacenet_sex_and_age_above_null(utk_embeddings, record_property):
         emb, age, sex = utk_embeddings
         res = estimate_many(
             {"embedding": emb}, {"sex": (sex, "categorical"), "age": (age, "continuous")},
-            seeds=3, progress=False, seed=0, workers=2,  # the sex and age stacks train at once
+            progress=False, seed=0, workers=2,  # the sex and age stacks train at once
         )
     finally:
         torch.set_num_threads(old)

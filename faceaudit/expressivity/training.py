@@ -357,11 +357,12 @@ def train_jobs(
     val_idx_t = torch.from_numpy(val_idx).to(dev)
     val_mask_t = torch.from_numpy(val_mask).to(dev)
     with torch.no_grad():  # the untrained critic is a candidate too (with the linear head, the linear fit)
-        v0, _ = evaluate(est, params, X, layer_of, Y, val_idx_t, val_mask_t, continuous, aux,
-                         max_cols=cfg.val_cols, which="val")
+        v0, se0 = evaluate(est, params, X, layer_of, Y, val_idx_t, val_mask_t, continuous, aux,
+                           max_cols=cfg.val_cols, which="val")
     gen_chosen = np.zeros(G, dtype=bool)
     if generative is not None:
-        v0, gen_chosen = _choose_head(est, params, generative, v0, (X, layer_of, Y, val_idx_t, val_mask_t, aux))
+        v0, gen_chosen = _choose_head(est, params, generative, (v0, se0),
+                                      (X, layer_of, Y, val_idx_t, val_mask_t, aux))
         best = {k: v.detach().clone() for k, v in params.items()}
     best_val = torch.where(torch.isfinite(v0), v0, torch.full_like(v0, -math.inf))
     active = np.ones(G, dtype=bool)
@@ -498,25 +499,33 @@ _FROZEN = ("Gw", "Gc", "GQ")  # parameters that are not trained
 
 
 def _choose_head(est: "NeuralEstimator", params: dict[str, Tensor], generative: list[list[dict[str, np.ndarray]]],
-                 v_ridge: Tensor, data: tuple) -> tuple[Tensor, np.ndarray]:
-    """Start each continuous critic from whichever linear head has the best validation bound: the ridge
-    probe (already in `params`, bound `v_ridge`) or one of its generative heads (one per rank). Sets
-    `params` in place; returns the starting validation bounds and which critics took a generative head."""
+                 ridge: tuple[Tensor, Tensor], data: tuple) -> tuple[Tensor, np.ndarray]:
+    """Start each continuous critic from whichever linear head has the best validation score: the ridge
+    probe (already in `params`, validation bound and standard error `ridge`) or one of its generative heads
+    (one per rank). The score is the bound less one standard error: with few rows a generative head
+    can win on the bound by a little while scoring some rows wildly, which the reported interval pays
+    for. Sets `params` in place; returns the starting validation bounds and which critics took a
+    generative head."""
     X, layer_of, Y, idx, mask, aux = data
-    dev = v_ridge.device
-    best_v, take = v_ridge.clone(), torch.zeros_like(v_ridge, dtype=torch.bool)
+    dev = ridge[0].device
+    best_v = ridge[0].clone()
+    best_s = torch.where(torch.isfinite(ridge[0]), ridge[0] - ridge[1], torch.full_like(ridge[0], -math.inf))
+    take = torch.zeros_like(best_v, dtype=torch.bool)
     with torch.no_grad():
         for r in range(len(generative[0])):
             gen = {k: torch.from_numpy(np.stack([g[r][k] for g in generative]).astype(np.float32)).to(dev)
                    for k in generative[0][r]}
             alt = {k: (gen[k] if k in gen else torch.zeros_like(v) if k in _RIDGE_KEYS else v)
                    for k, v in params.items()}
-            v_gen, _ = evaluate(est, alt, X, layer_of, Y, idx, mask, True, aux, max_cols=est.val_cols, which="val")
-            better = torch.isfinite(v_gen) & (~torch.isfinite(best_v) | (v_gen > best_v))
+            v_gen, se_gen = evaluate(est, alt, X, layer_of, Y, idx, mask, True, aux, max_cols=est.val_cols,
+                                     which="val")
+            score = v_gen - se_gen
+            better = torch.isfinite(score) & (score > best_s)
             for k, v in params.items():
                 if k in gen or k in _RIDGE_KEYS:
                     v.copy_(torch.where(better.view(-1, *([1] * (v.dim() - 1))), alt[k], v))
             best_v = torch.where(better, v_gen, best_v)
+            best_s = torch.where(better, score, best_s)
             take |= better
     return best_v, take.cpu().numpy()
 

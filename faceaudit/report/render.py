@@ -109,7 +109,7 @@ def _expressivity_view(result: AuditResult) -> dict[str, Any]:
                 continue
             tip = (
                 f"{name} × {a}: MI {charts.fmt_num(e['mi'])} nats (95% CI {_ci(e['ci_low'], e['ci_high'])}), "
-                f"null {charts.fmt_num(e['null_mi'])}, normalised {charts.fmt_num(e['normalized'], 2)}, n = {e['n']}; "
+                f"probe floor {charts.fmt_num(e.get('probe_mi'))}, null {charts.fmt_num(e['null_mi'])}, normalised {charts.fmt_num(e['normalized'], 2)}, n = {e['n']}; "
                 f"{strength(e)} encoded"
             )
             norm = e.get("normalized")
@@ -160,6 +160,7 @@ def _expressivity_view(result: AuditResult) -> dict[str, Any]:
                     "mi": charts.fmt_num(e["mi"]),
                     "ci": _ci(e["ci_low"], e["ci_high"]),
                     "null": charts.fmt_num(e["null_mi"]),
+                    "floor": charts.fmt_num(e.get("probe_mi")),
                     "normalized": charts.fmt_num(e["normalized"], 2),
                     "n": e["n"],
                     "estimator": e["estimator"],
