@@ -1,6 +1,8 @@
-"""Standardisation and, for very wide layers only, a reduction whose information loss is measured.
+"""Gaussianisation and, for very wide layers only, a reduction whose information loss is measured.
 
-MI is invariant under invertible maps, so standardising costs nothing, while any
+MI is invariant under invertible maps, so replacing each feature by its normal
+scores (an increasing map per coordinate) costs nothing and undoes coordinate-wise
+nonlinearities, while any
 projection can only lose information: an attribute's signal need not lie in a
 layer's top-variance directions. So the critics read every standardised feature
 up to ``max_dim`` (default 1,024; a critic's first layer is one matmul). Wider
@@ -64,14 +66,30 @@ def scale_attribute(y: np.ndarray) -> tuple[np.ndarray, str | None]:
     )
 
 
-def reduce_features(x: np.ndarray, max_dim: int | None, *, seed: int = 0) -> tuple[np.ndarray, int | None]:
-    """Standardise `x` and, when wider than `max_dim`, project it on its top principal components.
+def gaussianize(x: np.ndarray) -> np.ndarray:
+    """Each feature replaced by its normal scores (see :func:`normal_scores`; tied values share their
+    average rank, a constant feature becomes 0), float32. An increasing map of every coordinate, so the
+    MI with any attribute is unchanged, while a coordinate-wise nonlinearity of the features (a cube,
+    a saturation, a skew) is undone before the critics read them: a linear probe and a small MLP
+    then see what they can model."""
+    x = np.asarray(x)
+    n = x.shape[0]
+    out = np.empty(x.shape, dtype=np.float32)
+    for start in range(0, x.shape[1], 256):  # column blocks bound the float64 rank arrays' memory
+        ranks = stats.rankdata(x[:, start : start + 256], axis=0, method="average")
+        out[:, start : start + 256] = special.ndtri((ranks - 0.5) / n)
+    return out
 
-    Returns (reduced float32 array, reduced_dim or None when no reduction was made).
+
+def reduce_features(x: np.ndarray, max_dim: int | None, *, seed: int = 0) -> tuple[np.ndarray, int | None]:
+    """Gaussianise `x` feature by feature and, when wider than `max_dim`, project it on its top principal
+    components.
+
+    Returns (float32 array, reduced_dim or None when no reduction was made).
     The projection is fitted on at most 20,000 rows with a seeded randomized SVD,
     then applied to all rows in chunks; components are whitened.
     """
-    x = standardize(x)
+    x = gaussianize(x)
     n, d = x.shape
     if max_dim is None or d <= max_dim:
         return x, None
@@ -121,7 +139,8 @@ def choose_width(
             terms[te] = probe_terms(p, x[te], yy[te], nl[te])
         return float(terms.mean())
 
-    xs = standardize(x[sub]).astype(np.float64)
+    xs = gaussianize(x[sub]).astype(np.float64)
+    xs -= xs.mean(0)
     lam, u = np.linalg.eigh(xs @ xs.T)  # full-rank coordinates of the rows: same Gram matrix, same probe
     keep = lam > 1e-9 * max(float(lam.max()), 1e-300)
     full = bound(u[:, keep] * np.sqrt(lam[keep]))
