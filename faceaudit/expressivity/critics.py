@@ -17,16 +17,16 @@ Being separable, T can be evaluated on all n x n (x_i, y_j) pairs of a batch
 with one matmul, which gives a low-variance marginal term.
 
 With the linear head (``linear_head=True``, the default) the critic also holds
-the optimal critic of a linear-Gaussian model, initialised at its fit on the
-job's training rows: for a continuous (standardised) y, T_lin(x, y) =
-log N(y; m(x), s^2) - log N(y; 0, 1) with m linear (ridge regression),
-written separably by appending [m/s^2, -m^2/(2 s^2) - log s, q] to f(x) and
-[y, 1, y^2] to g(y) (q, the y^2 coefficient, is learned freely after); for a
-category, the log-posterior of linear discriminant analysis added to the class
-logits. The MLP part starts at zero output, so training begins from the
-linear fit and learns the nonlinear remainder: a critic that must discover a
-linear relation from scratch in 64 noisy dimensions wastes samples that least
-squares does not.
+its fold's linear probe (see :mod:`probe`), fitted on the job's training rows:
+for a continuous (standardised) y, T_lin(x, y) = log N(y; m(x), s^2) - log N(y; 0, 1)
+with m the regularised linear regression, written separably by appending
+[m/s^2, -m^2/(2 s^2) - log s, q] to f(x) and [y, 1, y^2] to g(y) (q, the y^2
+coefficient, is learned freely after); for a category, the logistic regression's
+log-posterior added to the class logits (whose bias starts at -log p(c)). The MLP
+part starts at zero output, so training begins from the probe and learns the
+nonlinear remainder. A continuous critic may instead start from a generative head
+(:func:`generative_head_init`, x | y Gaussian with a mean that follows the attribute's
+basis), which stays fixed while the rest trains, when it validates better.
 """
 
 from __future__ import annotations
