@@ -436,11 +436,12 @@ def test_attribute_branch_learns_a_nonlinear_map_of_y(y_hidden):
     """The attribute branch (linear in the bump basis by default, an MLP with y_hidden > 0) learns an
     S-shaped relation: the attribute is G = Phi^-1(uniform), a Gaussian, and X_0 is linear in the uniform
     (same MI, an increasing map; truth 1.799 nats; the linear head alone, untrained, gives 1.451). The
-    generative head, which could model this relation itself, is off: the branch must learn it."""
+    generative head, which could model this relation itself, is off: the branch must learn it, with the
+    default step budget (beside the standardised features the critic also reads their normal scores,
+    which bend this relation; FAST's 800 steps end 0.13-0.15 nats short)."""
     x, y, truth = uniform_channel_task(3000, 0.15, seed=21)
     g = special.ndtri((y + math.sqrt(3.0)) / (2 * math.sqrt(3.0)))
-    r = estimate_expressivity(x, g, seeds=2, null=False, progress=False, y_hidden=y_hidden, generative_head=False,
-                              **FAST)
+    r = estimate_expressivity(x, g, null=False, progress=False, y_hidden=y_hidden, generative_head=False)
     assert r.options["y_hidden"] == y_hidden
     assert abs(r.mi - truth) < 0.12, (r.mi, truth)
 
