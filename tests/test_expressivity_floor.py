@@ -153,3 +153,15 @@ def test_six_hundred_rows_give_a_usable_interval():
     assert (r.ci_high - r.ci_low) / 2 <= 0.12, (r.ci_low, r.ci_high)
     assert abs(r.null_mi) <= 0.05, r.null_mi
     assert r.ci_high >= r.probe_mi
+
+
+def test_ledoit_wolf_covariance_matches_scikit_learn():
+    from sklearn.covariance import ledoit_wolf
+
+    from faceaudit.expressivity.critics import ledoit_wolf_cov
+
+    rng = np.random.default_rng(0)
+    for m, d in ((300, 50), (40, 120)):  # more rows than features, and fewer
+        r = rng.normal(size=(m, d)) @ rng.normal(size=(d, d))
+        r -= r.mean(0)
+        np.testing.assert_allclose(ledoit_wolf_cov(r), ledoit_wolf(r, assume_centered=True)[0], rtol=1e-9, atol=1e-9)

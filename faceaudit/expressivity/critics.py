@@ -186,6 +186,23 @@ def embed_y(p: dict[str, Tensor], y: Tensor) -> Tensor:
     return g
 
 
+def ledoit_wolf_cov(r: np.ndarray) -> np.ndarray:
+    """The Ledoit-Wolf shrunk covariance of centred rows `r` (m, d): (1 - s) S + s mu I with S = r'r / m,
+    mu = tr(S) / d and s the Ledoit-Wolf (2004) optimal shrinkage, from the closed form
+    sum_i ||r_i r_i' - S||^2 = sum_i ||r_i||^4 - m ||S||^2: one pass over the rows beside S itself
+    (the same value as scikit-learn's ``ledoit_wolf``, which also forms the d x d matrix of squares)."""
+    m, d = r.shape
+    S = r.T @ r / m
+    mu = float(np.trace(S)) / d
+    s_norm2 = float((S * S).sum())
+    delta2 = (s_norm2 - 2 * mu * np.trace(S) + d * mu * mu) / d  # ||S - mu I||^2 / d
+    beta2 = (float(((r * r).sum(1) ** 2).sum()) / m - s_norm2) / (m * d)
+    shrink = 0.0 if delta2 <= 0 else min(max(beta2, 0.0), delta2) / delta2
+    out = (1.0 - shrink) * S
+    out[np.diag_indices(d)] += shrink * mu
+    return out
+
+
 GENERATIVE_RANKS = (1, 2, 3, 5, 8, 1 + N_BUMPS)  # ranks of the generative head that validation chooses among
 
 
@@ -207,8 +224,6 @@ def generative_head_init(x: np.ndarray | None, y: np.ndarray | None, d_pad: int
     zero = {"Gw": np.zeros((d_pad, p)), "Gc": np.zeros((1, p)), "GQ": np.zeros((p, p))}
     if x is None or y is None:
         return [zero]
-    from sklearn.covariance import ledoit_wolf
-
     x = np.asarray(x, dtype=np.float64)
     d = x.shape[1]
     phi = y_basis(torch.from_numpy(np.asarray(y, dtype=np.float64))[None]).numpy()[0]
@@ -216,7 +231,7 @@ def generative_head_init(x: np.ndarray | None, y: np.ndarray | None, d_pad: int
     pc, xc = phi - pm, x - xm
     bt = np.linalg.solve(pc.T @ pc + 1e-3 * len(y) * np.eye(p), pc.T @ xc)  # (p, d) = B'
     c = xm - pm @ bt
-    cov, _ = ledoit_wolf(xc - pc @ bt, assume_centered=True)
+    cov = ledoit_wolf_cov(xc - pc @ bt)
     lam, v = np.linalg.eigh(cov)
     lam = np.clip(lam, 1e-12 * max(float(lam.max()), 1e-300), None)
     bw = (bt @ v) / np.sqrt(lam)  # (p, d): B' S^-1/2 in the eigenbasis
