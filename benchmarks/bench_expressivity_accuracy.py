@@ -306,6 +306,7 @@ def plain_mine(x, y, kind, seed=0, steps=3000, batch=500, lr=1e-4, ema=0.01):
     perm = rng.permutation(len(X))
     nh = int(0.3 * len(X))
     te, tr = perm[:nh], perm[nh:]
+    batch = min(batch, len(tr))  # few rows: a batch of all the training rows
     torch.manual_seed(seed)
     net = torch.nn.Sequential(
         torch.nn.Linear(X.shape[1] + Yt.shape[1], 100), torch.nn.ReLU(),

@@ -34,7 +34,7 @@ from faceaudit.expressivity.reduction import (
 )
 from faceaudit.expressivity.result import ExpressivityResult
 from faceaudit.expressivity.training import (
-    Fit, Job, evaluate_ensemble, resolve_device, stack_workers, train_stacks,
+    Fit, Job, _finite, evaluate_ensemble, resolve_device, stack_workers, train_stacks,
 )
 from faceaudit.expressivity.validation import CleanPair, check_attribute, check_features
 from faceaudit.registry import ESTIMATORS, list_plugins, load_plugin
@@ -376,10 +376,6 @@ def _assemble(
         folds_mi=tuple(float(v) for v in fold_vals), reduction_loss=reduction_loss,
         probe_selected=sum(f.probe_selected for f in fits),
     )
-
-
-def _finite(v: float) -> float:
-    return float(v) if math.isfinite(v) else 0.0
 
 
 def estimate_expressivity(

@@ -126,8 +126,8 @@ def choose_width(
     """The narrowest leading block of the projection `x_red` that keeps the attribute's linear information.
 
     `y` is the attribute on the rows `rows` of the layer's features `x` and of `x_red`. A 3-fold
-    cross-fitted probe bound of `y` is computed on at most 3,000 of those rows from all the
-    standardised features (through the rows' full-rank coordinates, which an L2-regularised
+    cross-fitted probe bound of `y` is computed on at most 3,000 of those rows from both views of
+    all the features (:func:`feature_views`, through the rows' full-rank coordinates, which an L2-regularised
     linear probe cannot tell from the features themselves) and from the first 128, 256, ... columns of
     `x_red`; the first width within ``MAX_REDUCTION_LOSS`` of the full bound is kept (else all of
     `x_red`). Returns (width, relative loss at that width, full bound in nats); a loss is 0 when the

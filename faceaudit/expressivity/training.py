@@ -318,8 +318,8 @@ def train_jobs(
     del bases
     linear = None
     if est.family == "critic" and cfg.linear_head:
-        linear = [critics.linear_head_init(j.x[tr], j.y[sp[0]], j.n_classes, d_max, c_max, probe=pr.head)
-                  for j, tr, sp, pr in zip(jobs, train_rows, splits, probes)]
+        linear = [critics.linear_head_init(None, j.y[sp[0]], j.n_classes, d_max, c_max, probe=pr.head)
+                  for j, sp, pr in zip(jobs, splits, probes)]
     init = critics.init_params(
         [j.seed for j in jobs], [j.x.shape[1] for j in jobs], shape,
         continuous=continuous, conditional=est.family == "conditional", linear=linear,
@@ -534,7 +534,8 @@ def _choose_head(est: "NeuralEstimator", params: dict[str, Tensor], generative: 
 class _JobProbes:
     """A job's linear probes: `head` fitted on its training rows (regularisation chosen on its validation
     rows), the critic's starting point; `refit`, the same regularisation fitted on training and validation
-    rows; `floor_terms`, the refit probe's Barber-Agakov terms on the test rows."""
+    rows; `floor_terms`, the floor's Barber-Agakov terms on the test rows (from `refit` for a category,
+    from a probe of the normal scores for a number; see :func:`probe.floor_target`)."""
 
     head: probe_mod.Probe | None
     refit: probe_mod.Probe
