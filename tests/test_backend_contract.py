@@ -225,6 +225,41 @@ def test_cli_reports_a_backend_bug_with_exit_1(toy: Callable[[str], type], tmp_p
     assert layers.exit_code == 1 and "backend error:" in layers.output
 
 
+def test_reports_record_the_plugin_package_and_version(toy: Callable[[str], type], tmp_path: Path) -> None:
+    import json
+
+    from test_report_data import full_report
+
+    from faceaudit.audit import environment_versions, model_provenance
+    from faceaudit.report import load_report, render_html, write_report
+
+    model = open_model(_model_file(tmp_path), backend="toy")
+    provenance = model_provenance(model)
+    assert provenance == {"backend_package": "faceaudit-toy", "backend_version": "1.2.3"}
+    env = environment_versions((), [model], ["mine"])
+    assert env["plugins"] == "faceaudit-toy 1.2.3 (backend toy)"
+    assert environment_versions((), [open_model(_model_file(tmp_path, "m.flatinput.toy"))], ["mine"])["plugins"] \
+        == "faceaudit-toy 1.2.3 (backend flatinput)"
+    report = full_report()
+    report["model"].update(backend="toy", **provenance)
+    report["environment"] = {**report.get("environment", {}), **env}
+    html_path, json_path = write_report(report, tmp_path / "out")
+    written = json.loads(json_path.read_text())
+    assert written["model"]["backend_package"] == "faceaudit-toy" and written["model"]["backend_version"] == "1.2.3"
+    assert written["environment"]["plugins"] == "faceaudit-toy 1.2.3 (backend toy)"
+    html = html_path.read_text()
+    assert "faceaudit-toy 1.2.3</code>" in html and "faceaudit-toy 1.2.3 (backend toy)" in html
+    assert render_html(load_report(json_path)) == html
+    old = full_report()  # a report written before these keys existed still loads and renders
+    assert "backend_package" not in load_report_dict(old)["model"]
+
+
+def load_report_dict(report: dict) -> dict:
+    from faceaudit.report.schema import AuditResult
+
+    return AuditResult.from_dict(report).to_dict()
+
+
 # --------------------------------------------------------------------------- the input layer
 
 
