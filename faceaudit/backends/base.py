@@ -123,7 +123,8 @@ class LayerInfo:
     """One probe-able layer: its name as the model names it, its kind (op or module class) and output shape.
 
     `shape` includes the batch dimension as None; other dimensions may be None when
-    the model leaves them symbolic.
+    the model leaves them symbolic. `index` is the layer's position in
+    `Backend.layers()` (execution order, the input at 0).
     """
 
     name: str
