@@ -119,10 +119,42 @@ def check_out_dir(out_dir: Path) -> None:
         ) from exc
 
 
-def environment_versions(results: Iterable[Any] = ()) -> dict[str, str]:
+def plugins_used(models: Iterable[Any] = (), estimators: Iterable[str] = ()) -> str:
+    """The installed plugin packages (not faceaudit itself) whose backends or estimators made this report.
+
+    Why: an audit made with a plugin can only be reproduced with the same plugin
+    version, so every report names them, e.g. "faceaudit-features 0.1.0 (backend
+    features)"; "none" when only faceaudit's own backends and estimators ran.
+    """
+    from faceaudit.registry import ESTIMATORS, list_plugins
+
+    used: dict[str, list[str]] = {}
+    for m in models:
+        p = m.provenance
+        if p["package"] != "faceaudit":
+            used.setdefault(f"{p['package']} {p['version']}", []).append(f"backend {p['backend']}")
+    installed = {p.name: p for p in list_plugins(ESTIMATORS)}
+    for name in dict.fromkeys(estimators):
+        info = installed.get(name)
+        if info is not None and info.distribution != "faceaudit":
+            used.setdefault(f"{info.distribution} {info.version}", []).append(f"estimator {name}")
+    parts = [f"{pkg} ({', '.join(dict.fromkeys(what))})" for pkg, what in sorted(used.items())]
+    return "; ".join(parts) or "none"
+
+
+def model_provenance(model: Any) -> dict[str, str]:
+    """`backend_package` and `backend_version` of an opened model, for the report's model entry."""
+    p = model.provenance
+    return {"backend_package": p["package"], "backend_version": p["version"]}
+
+
+def environment_versions(
+    results: Iterable[Any] = (), models: Iterable[Any] = (), estimators: Iterable[str] = ()
+) -> dict[str, str]:
     """Versions that change the numbers, recorded in every report for reproducibility, and where the
     expressivity critics of `results` trained (on CPU their numbers also depend on torch's thread
-    count and the number of stacks trained at once)."""
+    count and the number of stacks trained at once); `plugins` names the plugin packages of the
+    `models`' backends and of the `estimators` (see `plugins_used`)."""
     import fairlearn
     import onnxruntime
     import torch
@@ -137,6 +169,7 @@ def environment_versions(results: Iterable[Any] = ()) -> dict[str, str]:
         "onnxruntime": onnxruntime.__version__,
         "fairlearn": fairlearn.__version__,
     }
+    env["plugins"] = plugins_used(models, estimators)
     runs = sorted({describe_runtime(r.runtime) for r in results if getattr(r, "runtime", None)})
     if runs:
         env["expressivity_runtime"] = "; ".join(runs)
@@ -218,6 +251,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             "path": str(config.model),
             "sha256": model.sha256,
             "backend": model.backend_name,
+            **model_provenance(model),
             "input": input_spec_dict(model.input_spec),
         },
         "data": {
@@ -252,7 +286,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             "quick": config.quick,
             "align": config.align,
         },
-        "environment": environment_versions(results.values()),
+        "environment": environment_versions(results.values(), [model], [config.estimator]),
     }
     t = time.perf_counter()
     render_html(report)  # timed once so report.json can state it; the written file is rendered the same way

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from faceaudit import __version__
-from faceaudit.errors import FaceAuditError
+from faceaudit.errors import BackendError, FaceAuditError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -33,6 +33,11 @@ class _AuditGroup(click.Group):
             ctx.exit(EXIT_USAGE)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BackendError as exc:  # a bug in a backend (plugin), named with its package and version
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.secho(f"backend error: {exc}", fg="red", err=True)
+            ctx.exit(EXIT_FAILURE)
         except KeyboardInterrupt:
             click.secho(
                 "interrupted: finished work is cached; rerun the same command to resume.",
@@ -332,46 +337,64 @@ def compare(models: tuple[Path, ...], manifest: Path, attrs: str, labels: str | 
     _print_outcome(run_compare(config))
 
 
-@main.command(epilog="\b\nExamples:\n  faceaudit layers model.onnx\n  faceaudit layers model.pt2 --json")
+@main.command(epilog="\b\nExamples:\n  faceaudit layers model.onnx\n  faceaudit layers model.pt2 --json\n"
+                      "  faceaudit layers model.onnx --pooling grid2")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--backend", default=None, help="Backend name (default: chosen from the file suffix).")
+@click.option("--pooling", default="avg", show_default=True,
+              help="Pooling the `dim` column is computed for: avg, max, gridK, flatten (as in `run --pooling`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 @click.option("--trust-pickle", is_flag=True, help="DANGEROUS: allow full-pickle PyTorch files.")
-def layers(model: Path, backend: str | None, as_json: bool, trust_pickle: bool) -> None:
+def layers(model: Path, backend: str | None, pooling: str, as_json: bool, trust_pickle: bool) -> None:
     """List the layers of MODEL by their own names, marking what `--layers auto` picks.
 
+    Each row shows the layer's output shape, the dimension of the features
+    extracted from it under --pooling (`input` is the preprocessed face
+    faceaudit feeds the model) and its relative depth (0 = input, 1 = output).
     Use the names (or glob patterns over them) with `faceaudit run --layers`.
     """
     from faceaudit.backends import layer_table, open_model
 
     options: dict[str, Any] = {"trust_pickle": True} if trust_pickle else {}
-    table = layer_table(open_model(model, backend=backend, **options))
+    table = layer_table(open_model(model, backend=backend, **options), pooling=pooling)
     if as_json:
         click.echo(json.dumps(table, indent=2))
         return
     width = max([len(r["name"]) for r in table] + [4])
-    click.echo(f"{'auto':4}  {'name':{width}}  {'kind':14}  shape")
-    for row in table:
+    shapes = ["x".join("N" if s is None else str(s) for s in r["shape"]) if r.get("shape") else "?" for r in table]
+    swidth = max([len(s) for s in shapes] + [5])
+    click.echo(f"{'auto':4}  {'name':{width}}  {'kind':14}  {'shape':{swidth}}  {'dim':>7}  depth")
+    for row, shape in zip(table, shapes):
         mark = " *" if row.get("auto") else ""
-        shape = "x".join("N" if s is None else str(s) for s in row["shape"]) if row.get("shape") else "?"
-        click.echo(f"{mark:4}  {row['name']:{width}}  {str(row.get('kind', '')):14}  {shape}")
-    click.echo(f"\n{len(table)} layers; * = picked by --layers auto")
+        dim = "?" if row.get("dim") is None else str(row["dim"])
+        final = "  (final)" if row.get("final") else ""
+        click.echo(f"{mark:4}  {row['name']:{width}}  {str(row.get('kind', '')):14}  {shape:{swidth}}  {dim:>7}  "
+                   f"{row['depth']:.2f}{final}")
+    click.echo(f"\n{len(table)} layers; * = picked by --layers auto; dim = features per image with "
+               f"--pooling {pooling}; depth: 0 = input .. 1 = output")
 
 
 @main.command()
 def plugins() -> None:
-    """List installed backends and estimators, with the package and version providing each.
+    """List installed backends (with the file suffixes each opens) and estimators, with the package and
+    version providing each.
 
     Third-party plugins register in the `faceaudit.backends` and
     `faceaudit.estimators` entry-point groups (see the README, "Writing a
-    backend plugin").
+    backend plugin"). A file goes to the backend with the longest matching suffix.
     """
-    from faceaudit.registry import BACKENDS, ESTIMATORS, list_plugins
+    from faceaudit.backends import list_backends
+    from faceaudit.registry import ESTIMATORS, list_plugins
 
-    for title, group in (("backends", BACKENDS), ("estimators", ESTIMATORS)):
-        click.echo(f"{title}:")
-        for p in list_plugins(group):
-            click.echo(f"  {p.name:10} {p.distribution} {p.version}  ({p.value})")
+    click.echo("backends:")
+    for b in list_backends():
+        suffixes = " ".join(b.suffixes) if b.error is None else "(failed to load)"
+        click.echo(f"  {b.name:10} {suffixes:24} {b.distribution} {b.version}  ({b.value})")
+        if b.error is not None:
+            click.echo(f"             {b.error}")
+    click.echo("estimators:")
+    for p in list_plugins(ESTIMATORS):
+        click.echo(f"  {p.name:10} {p.distribution} {p.version}  ({p.value})")
 
 
 def _report_kind(path: Path) -> str:

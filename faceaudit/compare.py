@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from faceaudit import __version__
-from faceaudit.audit import ReportOutcome, RunSettings, estimator_settings, prepare_inputs
+from faceaudit.audit import ReportOutcome, RunSettings, estimator_settings, model_provenance, prepare_inputs
 from faceaudit.errors import InputError
 from faceaudit.trend import (
     SCHEMA_VERSION,
@@ -240,7 +240,8 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
         "demo": False,
         "models": [
             {"label": lab, "index": i, "reference": i == 0, "path": str(p), "sha256": m.sha256,
-             "backend": m.backend_name, "final_layer": m.final_layer, "n_layers": len(m.layers()),
+             "backend": m.backend_name, **model_provenance(m), "final_layer": m.final_layer,
+             "n_layers": len(m.layers()),
              "input": input_dict(m.input_spec)}
             for i, (lab, p, m) in enumerate(zip(labels, files, models))
         ],
@@ -282,7 +283,8 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
                     "estimate is its own, se of an error rate is its 95% bootstrap CI width / (2 * 1.96), se of a "
                     "disparity (worst - best group) combines the two groups'",
         },
-        "environment": environment(results.values()),
+        "environment": environment(results.values(), models,
+                                   [config.estimator] + ([config.identity_estimator] if identity is not None else [])),
     }
     report["expressivity_differences"] = expressivity_differences(report)
     report["fairness_differences"] = fairness_differences(report)

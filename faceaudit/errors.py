@@ -2,7 +2,8 @@
 
 Every message names the file, row, column or layer at fault and says what
 would fix it. The CLI prints these as one line and exits with code 2; anything
-else is a bug and exits with code 1.
+else is a bug and exits with code 1 (`BackendError`: a bug in a backend plugin,
+named with its package and version).
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ class PluginError(FaceAuditError):
 
 class OutputError(FaceAuditError):
     """The output folder or a cache location cannot be written."""
+
+
+class BackendError(RuntimeError):
+    """A backend (built-in or plugin) broke its contract: a bug in that backend, not the user's input.
+
+    Not a FaceAuditError on purpose: the CLI reports it as a failure (exit code 1)
+    naming the backend, its package and version, so the user reports it to the
+    backend's maintainers instead of hunting for a mistake in their own files.
+    """
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:

@@ -47,7 +47,7 @@ import numpy as np
 
 from faceaudit._atomic import atomic_open, atomic_write_text
 from faceaudit._progress import progress as progress_bar
-from faceaudit.backends import Backend, open_model, parse_pooling, select_layers
+from faceaudit.backends import Backend, check_features, open_model, parse_pooling, select_layers
 from faceaudit.data.images import decode_image
 from faceaudit.data.preprocess import PreprocessSpec
 from faceaudit.errors import InputError, OutputError
@@ -155,6 +155,7 @@ def _probe_dims(model: Backend, names: list[str], pooling: str, spec: Preprocess
     """Pooled dimension of each layer, from one forward pass on a blank image (shards need it up front)."""
     shape = (3, spec.height, spec.width) if spec.layout == "NCHW" else (spec.height, spec.width, 3)
     out = model.extract(np.zeros((1, *shape), np.float32), names, pooling=pooling)
+    check_features(model, out, names, 1)
     return [int(out[n].shape[1]) for n in names]
 
 
@@ -454,6 +455,7 @@ def _run_local(
             if arrays:
                 t = time.perf_counter()
                 feats = model.extract(np.stack(arrays), names, pooling=pooling)
+                check_features(model, feats, names, len(arrays))
                 model_s += time.perf_counter() - t
             rows = rows_of(b)
             finish(b, shard_table(rows, [str_paths[i] for i in rows], ok, reasons, feats, names, dims))
@@ -531,6 +533,13 @@ def _lookup_precomputed(
 ) -> FeatureSet:
     """Precomputed-features backends look rows up by path instead of running on pixels."""
     feats, ok = model.lookup(paths, names)
+    ok = np.asarray(ok)
+    if ok.shape != (len(paths),) or ok.dtype != bool:
+        raise model.contract_error(
+            f"returned a found-mask of shape {list(ok.shape)} and dtype {ok.dtype} from lookup() for "
+            f"{len(paths)} paths (one bool per path)"
+        )
+    check_features(model, feats, names, int(ok.sum()))
     failed = [(p, f"no row for this image in {model.path.name}") for p, found in zip(paths, ok) if not found]
     if failed and strict:
         raise InputError(f"{failed[0][1]}: {failed[0][0]} ({len(failed)} images missing). Add their features.")

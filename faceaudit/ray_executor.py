@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from faceaudit.backends import Backend, open_model
+from faceaudit.backends import Backend, check_features, open_model
 from faceaudit.data.preprocess import PreprocessSpec
 from faceaudit import errors
-from faceaudit.errors import FaceAuditError, InputError, ModelError
+from faceaudit.errors import BackendError, FaceAuditError, InputError, ModelError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -97,7 +97,7 @@ class ShardWorker:
                 raise self.init_error
             out = [self._shard(rec) for rec in batch.to_pylist()]
             fatal = ""
-        except FaceAuditError as exc:
+        except (FaceAuditError, BackendError) as exc:
             # Ray re-raises a worker's exception as its own type with the original only as text; send the
             # error as data so that the driver raises the same faceaudit error class a local run would.
             out, fatal = [(-1, b"", 0.0, 0.0)], f"{type(exc).__name__}\t{exc}"
@@ -130,6 +130,8 @@ class ShardWorker:
                 errors.append(str(exc))
         t1 = time.perf_counter()
         feats = self.model.extract(np.stack(arrays), self.layers, pooling=self.pooling) if arrays else None
+        if feats is not None:
+            check_features(self.model, feats, self.layers, len(arrays))
         t2 = time.perf_counter()
         table = shard_table(rec["row_id"], paths, ok, errors, feats, self.layers, self.dims)
         sink = pa.BufferOutputStream()
@@ -250,7 +252,7 @@ class RayShardRun:
                     if rec["fatal"]:
                         kind, _, message = rec["fatal"].partition("\t")
                         cls = getattr(errors, kind, None)
-                        if not (isinstance(cls, type) and issubclass(cls, FaceAuditError)):
+                        if not (isinstance(cls, type) and issubclass(cls, (FaceAuditError, BackendError))):
                             cls = FaceAuditError
                         raise cls(message)
                     table = pa.ipc.open_stream(rec["ipc"]).read_all()

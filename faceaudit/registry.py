@@ -55,6 +55,21 @@ def list_plugins(group: str) -> list[PluginInfo]:
     return sorted(out, key=lambda p: p.name)
 
 
+def provider_of(group: str, obj: Any) -> PluginInfo | None:
+    """The installed entry point of `group` that registers `obj` (a class or function), or None.
+
+    Why: a report, and an error about a broken backend, must name the package and
+    version that provided the code, so an audit can be reproduced and a bug reported
+    to the right maintainers. Matched by the entry point's `module:qualname` target,
+    so no plugin code is imported.
+    """
+    target = f"{getattr(obj, '__module__', '')}:{getattr(obj, '__qualname__', '')}"
+    for info in list_plugins(group):
+        if info.value.replace(" ", "") == target:
+            return info
+    return None
+
+
 def load_plugin(group: str, name: str) -> Any:
     """Load the object registered as `name` in `group`, or raise a PluginError."""
     eps = {ep.name: ep for ep in entry_points(group=group)}

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from faceaudit import __version__
-from faceaudit.audit import ReportOutcome, RunSettings, estimator_settings, prepare_inputs
+from faceaudit.audit import ReportOutcome, RunSettings, estimator_settings, model_provenance, prepare_inputs
 from faceaudit.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -354,11 +354,14 @@ def difference(a: Mapping[str, Any], b: Mapping[str, Any], z: float = Z_95) -> d
     return {"delta": delta, "se": se, "threshold": z * se, "significant": bool(abs(delta) > z * se)}
 
 
-def environment(results: Iterable[Any] = ()) -> dict[str, str]:
-    """Versions of the libraries behind the numbers and where the critics trained (as in the audit report)."""
+def environment(
+    results: Iterable[Any] = (), models: Iterable[Any] = (), estimators: Iterable[str] = ()
+) -> dict[str, str]:
+    """Versions of the libraries behind the numbers, where the critics trained and the plugins used
+    (as in the audit report)."""
     from faceaudit.audit import environment_versions
 
-    return environment_versions(results)
+    return environment_versions(results, models, estimators)
 
 
 def created_now() -> str:
@@ -564,7 +567,7 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
         "demo": config.demo,
         "checkpoints": [
             {"label": lab, "index": i, "path": str(p), "sha256": m.sha256, "backend": m.backend_name,
-             "final_layer": m.final_layer, "input": input_dict(m.input_spec)}
+             **model_provenance(m), "final_layer": m.final_layer, "input": input_dict(m.input_spec)}
             for i, (lab, p, m) in enumerate(zip(labels, ckpts, models))
         ],
         "data": {
@@ -600,7 +603,8 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
             "z": config.z,
             "rule": "a rise or fall counts when |difference| > z * sqrt(se_1^2 + se_2^2) (se from each estimate)",
         },
-        "environment": environment(results.values()),
+        "environment": environment(results.values(), models,
+                                   [config.estimator] + ([config.identity_estimator] if identity is not None else [])),
     }
     report["trend"] = summarize_trend(report)
     timings["total_s"] = time.perf_counter() - t0

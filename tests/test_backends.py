@@ -341,3 +341,15 @@ def test_pt2_with_static_batch_runs_in_chunks(tmp_path: Path) -> None:
         ref3 = model.features(torch.from_numpy(x)).mean(dim=(2, 3)).numpy()
     np.testing.assert_allclose(got["output"], ref, atol=1e-5)
     np.testing.assert_allclose(got["features.3"], ref3, atol=1e-5)
+
+
+def test_builtin_backends_pass_check_backend(cnn_files: dict[str, Path]) -> None:
+    from faceaudit.backends.onnx_backend import OnnxBackend
+    from faceaudit.backends.torch_backend import TorchBackend
+    from faceaudit.testing import CHECKS, check_backend
+
+    assert check_backend(OnnxBackend, cnn_files["onnx"]) == list(CHECKS)
+    assert check_backend(OnnxBackend, cnn_files["onnx1"]) == list(CHECKS)  # fixed batch of 1
+    assert check_backend(TorchBackend, cnn_files["pt2"]) == list(CHECKS)
+    assert check_backend(TorchBackend, cnn_files["state"],
+                         options={"factory": small_cnn, "height": 32, "width": 32}) == list(CHECKS)

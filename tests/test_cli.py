@@ -111,6 +111,7 @@ def test_run_end_to_end_on_tiny_set(tiny_model: Path, tmp_path: Path) -> None:
     report = json.loads((out / "report.json").read_text())
     assert REQUIRED_KEYS <= set(report)
     assert {"path", "sha256", "backend"} <= set(report["model"])
+    assert report["model"]["backend_package"] == "faceaudit" and report["environment"]["plugins"] == "none"
     assert {"manifest", "n_images", "n_used", "n_failed"} <= set(report["data"])
     assert report["data"]["n_images"] == 120 and report["data"]["n_used"] == 120
     assert all({"name", "dim"} <= set(layer) for layer in report["layers"])

@@ -208,3 +208,32 @@ def test_hostile_labels_stay_text_in_chromium(tmp_path: Path) -> None:
     assert got["scripts"] == 0 and got["imgs"] == 0 and got["handlers"] == 0
     assert XSS_SCRIPT in got["text"] and XSS_IMG in got["text"]
     assert problems == []
+
+
+@pytest.mark.usefixtures("_chromium")
+def test_run_metadata_wraps_long_values_inside_their_column(tmp_path: Path) -> None:
+    """A 64-character SHA-256 wraps inside the Model table instead of running over the Data column."""
+    report = full_report()
+    report["model"]["sha256"] = "f" * 64
+    report["model"]["path"] = "/models/" + "very_long_directory_name_" * 4 + "mobilefacenet.onnx"
+    cdp, session, url, _ = _open_report(tmp_path / "meta", report)
+    try:
+        res = cdp.send(
+            "Runtime.evaluate",
+            {"expression": "JSON.stringify([...document.querySelectorAll('#metadata .grid.meta > div')].map(d => {"
+                           "const box = d.getBoundingClientRect(); const t = d.querySelector('table');"
+                           "const cells = [...d.querySelectorAll('td')];"
+                           "return {title: d.querySelector('h3').textContent, right: box.right,"
+                           " table_right: t.getBoundingClientRect().right,"
+                           " cell_right: Math.max(...cells.map(c => c.getBoundingClientRect().right)),"
+                           " spill: cells.filter(c => c.scrollWidth > c.clientWidth + 1).length};}))",
+             "returnByValue": True},
+            session=session,
+        )["result"]["value"]  # fmt: skip
+    finally:
+        cdp.close()
+    boxes = json.loads(res)
+    assert [b["title"] for b in boxes][:2] == ["Model", "Data"]
+    for b in boxes:
+        assert b["table_right"] <= b["right"] + 1 and b["cell_right"] <= b["right"] + 1, b
+        assert b["spill"] == 0, b

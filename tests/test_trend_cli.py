@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -53,6 +54,10 @@ def test_cli_trend(checkpoints: tuple[list[str], Path], tmp_path: Path) -> None:
                                     "--device", "cpu", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert (out / "trend.html").is_file() and (out / "trend.json").is_file()
+    report = json.loads((out / "trend.json").read_text())  # the plugin that read the files is on record
+    assert {c["backend_package"] for c in report["checkpoints"]} == {"faceaudit-features"}
+    assert report["environment"]["plugins"].startswith("faceaudit-features ")
+    assert "features (faceaudit-features " in (out / "trend.html").read_text()
     res = CliRunner().invoke(main, ["trend", *files, "--data", str(manifest), "--attrs", "age", "--labels", "0,1k",
                                     "--out", str(out)])
     assert res.exit_code == 2 and "label" in res.output
@@ -67,3 +72,7 @@ def test_cli_compare(checkpoints: tuple[list[str], Path], tmp_path: Path) -> Non
                                     "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert (out / "compare.html").is_file()
+    report = json.loads((out / "compare.json").read_text())
+    assert {m["backend_package"] for m in report["models"]} == {"faceaudit-features"}
+    assert report["environment"]["plugins"].startswith("faceaudit-features 0.1.0 (backend features")
+    assert "features (faceaudit-features " in (out / "compare.html").read_text()

@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from faceaudit import registry
-from faceaudit.backends.base import Backend, BackendInfo, InputSpec, LayerInfo, file_sha256
+from faceaudit.backends.base import (
+    Backend,
+    BackendInfo,
+    InputSpec,
+    LayerInfo,
+    backend_provenance,
+    check_features,
+    check_opened,
+    file_sha256,
+)
 from faceaudit.backends.pooling import FLATTEN_MAX_DIM, POOLINGS, parse_pooling, pool, pooled_dim
 from faceaudit.backends.selection import layer_table, select_layers
 from faceaudit.errors import ModelError, PluginError
@@ -26,6 +35,8 @@ __all__ = [
     "Model",
     "POOLINGS",
     "backend_for_path",
+    "backend_provenance",
+    "check_features",
     "file_sha256",
     "get_backend",
     "layer_table",
@@ -66,22 +77,34 @@ def list_backends() -> list[BackendInfo]:
 
 
 def backend_for_path(path: str | Path) -> str:
-    """Name of the installed backend whose suffixes match `path` (built-ins win ties)."""
+    """Name of the installed backend whose suffixes match `path`; the longest matching suffix wins.
+
+    `.pcaface.npz` thus goes to the backend that declares `.pcaface.npz`, not to one
+    that opens any `.npz`. Two different backends matching with equally long
+    suffixes are ambiguous: a ModelError names both and asks for an explicit backend.
+    """
     lower = Path(path).name.lower()
-    matches: list[tuple[int, str]] = []
+    best: dict[str, tuple[int, BackendInfo]] = {}
     known: list[str] = []
     for info in list_backends():
         known.extend(info.suffixes)
         for suf in info.suffixes:
-            if lower.endswith(suf.lower()):
-                builtin = info.distribution == "faceaudit"
-                matches.append((-len(suf) * 2 - int(builtin), info.name))
-    if not matches:
+            if suf and lower.endswith(suf.lower()) and len(suf) > best.get(info.name, (0, info))[0]:
+                best[info.name] = (len(suf), info)
+    if not best:
         raise ModelError(
             f"No installed backend opens {Path(path).name!r} (known suffixes: {', '.join(sorted(set(known)))}). "
             "Pass backend=NAME (--backend), or install a backend plugin for this format."
         )
-    return sorted(matches)[0][1]
+    longest = max(n for n, _ in best.values())
+    top = sorted((info for n, info in best.values() if n == longest), key=lambda i: i.name)
+    if len({i.value for i in top}) > 1:
+        who = " and ".join(f"{i.name!r} (package {i.distribution} {i.version})" for i in top)
+        raise ModelError(
+            f"{Path(path).name!r} matches the backends {who} with equally long suffixes. Pass backend=NAME "
+            f"(--backend NAME), e.g. --backend {top[0].name}, or uninstall one of the packages."
+        )
+    return top[0].name
 
 
 def open_model(path: str | Path, backend: str | None = None, **options: Any) -> Backend:
@@ -94,4 +117,6 @@ def open_model(path: str | Path, backend: str | None = None, **options: Any) -> 
     if not p.exists():
         raise ModelError(f"Model file {p} does not exist. Check the path.")
     cls = get_backend(backend) if backend else get_backend(backend_for_path(p))
-    return cls(p, **options)
+    model = cls(p, **options)
+    check_opened(model)
+    return model

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from faceaudit.errors import InputError, ModelError, did_you_mean
+from faceaudit.errors import BackendError, InputError, ModelError, did_you_mean
 
 #: Name under which every backend exposes the model input as a probe-able layer.
 INPUT_KIND = "Input"
@@ -123,7 +123,8 @@ class LayerInfo:
     """One probe-able layer: its name as the model names it, its kind (op or module class) and output shape.
 
     `shape` includes the batch dimension as None; other dimensions may be None when
-    the model leaves them symbolic.
+    the model leaves them symbolic. `index` is the layer's position in
+    `Backend.layers()` (execution order, the input at 0).
     """
 
     name: str
@@ -158,11 +159,19 @@ class Backend:
     Subclasses set `name` and `suffixes`, fill `self._layers`, `self._input_spec`
     and `self._final`, and implement `_run(batch, names) -> {name: raw array}` for
     non-input layers. Validation of layer names, the input layer and pooling are
-    handled here once for all backends.
+    handled here once for all backends, and so is the check of what `_run`
+    returns (every requested layer, one row per image, finite values): a backend
+    that breaks it raises `BackendError` naming its package and version.
+
+    The first layer is the model input *as faceaudit feeds it*: the preprocessed
+    batch (N, 3, H, W) (or (N, H, W, 3) for NHWC) described by `input_spec`,
+    whatever shape the backend declares for it; `_run` is never asked for it.
+    Backends with `precomputed = True` run no model and have no input layer.
     """
 
     name: ClassVar[str] = "base"
     suffixes: ClassVar[tuple[str, ...]] = ()
+    precomputed: ClassVar[bool] = False
 
     def __init__(self, path: str | Path, **options: Any) -> None:
         self.path = Path(path)
@@ -190,18 +199,42 @@ class Backend:
 
     @property
     def final_layer(self) -> str:
+        """The (batch, dim) face-embedding layer; a backend that leaves it unset or unknown is a bug."""
+        if not self._final or all(l.name != self._final for l in self._layers):
+            raise self.contract_error(
+                f"set no valid final layer (final layer {self._final!r}, layers: "
+                f"{', '.join(l.name for l in self._layers[:8]) or 'none'})"
+            )
         return self._final
 
     @property
     def input_layer(self) -> str:
         return self._layers[0].name
 
+    @property
+    def provenance(self) -> dict[str, str]:
+        """{"backend", "package", "version"}: who provides this backend, recorded in every report."""
+        return backend_provenance(type(self))
+
+    def contract_error(self, what: str) -> BackendError:
+        """A BackendError saying that this backend `what`, naming its package and version."""
+        return BackendError(backend_bug_message(type(self), what, self.path))
+
     def layers(self) -> list[LayerInfo]:
-        """All probe-able layers in execution order; the first is the model input."""
-        return list(self._layers)
+        """All probe-able layers in execution order; the first is the model input as faceaudit feeds it."""
+        layers = list(self._layers)
+        if layers and not self.precomputed:
+            layers[0] = replace(layers[0], shape=self._image_shape())
+        return layers
+
+    def _image_shape(self) -> tuple[int | None, ...]:
+        spec = self._input_spec
+        if spec.layout == "NHWC":
+            return (None, spec.height, spec.width, 3)
+        return (None, 3, spec.height, spec.width)
 
     def layer(self, name: str) -> LayerInfo:
-        for info in self._layers:
+        for info in self.layers():
             if info.name == name:
                 return info
         raise ModelError(
@@ -228,6 +261,7 @@ class Backend:
         inner = [n for n in names if n != self.input_layer]
         parse_pooling(pooling)
         pooled = self._run_pooled(arr, inner, pooling) if inner else {}
+        check_features(self, pooled, inner, len(arr))
         out: dict[str, np.ndarray] = {}
         for n in names:
             if n == self.input_layer:
@@ -262,7 +296,19 @@ class Backend:
         from faceaudit.backends.pooling import pool
 
         raw = self._run(batch, names)
-        return {n: pool(np.asarray(raw[n]), pooling) for n in names}
+        if not isinstance(raw, Mapping):
+            raise self.contract_error(f"returned {type(raw).__name__} from _run instead of {{layer name: array}}")
+        out = {}
+        for n in names:
+            if n not in raw:
+                continue  # reported by check_features, with every missing layer named
+            value = np.asarray(raw[n])
+            if value.dtype.kind not in "fiub":
+                raise self.contract_error(
+                    f"returned an array of dtype {value.dtype} for layer {n!r}; layers must be numeric arrays"
+                )
+            out[n] = pool(value, pooling)
+        return out
 
     def _check_final(self, declared: str | None) -> None:
         """Require a 2-D (batch, dim) final layer, or the one named by final_layer=."""
@@ -270,6 +316,8 @@ class Backend:
             self.layer(declared)
             self._final = declared
             return
+        if not self._final or all(l.name != self._final for l in self._layers):
+            raise self.contract_error(f"set its final layer to {self._final!r}, which is not one of its layers")
         shape = self.layer(self._final).shape
         if shape is not None and len(shape) != 2:
             two_d = [l.name for l in self._layers if l.shape is not None and len(l.shape) == 2]
@@ -283,6 +331,70 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path.name} ({len(self._layers)} layers)>"
+
+
+def backend_provenance(cls: type) -> dict[str, str]:
+    """{"backend", "package", "version"} of a backend class, from its installed entry point.
+
+    A class that no installed entry point registers (e.g. one instantiated in a
+    test before its package is installed) is reported as package "unregistered".
+    """
+    from faceaudit import registry
+
+    info = registry.provider_of(registry.BACKENDS, cls)
+    if info is None:
+        return {"backend": str(getattr(cls, "name", cls.__name__)), "package": "unregistered", "version": "?"}
+    return {"backend": info.name, "package": info.distribution, "version": info.version}
+
+
+def backend_bug_message(cls: type, what: str, path: str | Path | None = None) -> str:
+    """The one wording of a backend contract violation: which backend, which package, and whom to tell."""
+    p = backend_provenance(cls)
+    where = f" on {Path(path).name}" if path is not None else ""
+    return (
+        f"the {p['backend']!r} backend (package {p['package']} {p['version']}) {what}{where}. "
+        f"This is a bug in that backend, not a problem with your input: report it to the maintainers of "
+        f"{p['package']}, or use another backend (--backend)."
+    )
+
+
+def check_opened(model: "Backend") -> None:
+    """Refuse a just-opened model that breaks the contract: no layers, no valid final layer, no InputSpec."""
+    if not isinstance(model, Backend):
+        raise BackendError(backend_bug_message(type(model), f"returned {type(model).__name__}, not a Backend"))
+    if not model._layers or not all(isinstance(l, LayerInfo) for l in model._layers):
+        raise model.contract_error("listed no layers (self._layers must be a non-empty list of LayerInfo)")
+    if not isinstance(model.input_spec, InputSpec):
+        raise model.contract_error(f"describes its input with {type(model.input_spec).__name__}, not an InputSpec")
+    model.final_layer  # noqa: B018 - raises when unset or unknown
+
+
+def check_features(model: "Backend", out: Any, names: Sequence[str], n_rows: int) -> None:
+    """Refuse backend output that breaks the contract: every layer in `names`, float32 (n_rows, dim), finite.
+
+    Why: features enter faceaudit here; a backend that leaves out a layer, returns
+    the wrong number of rows or NaN would otherwise surface as a KeyError, as the
+    user's input error, or not at all (a silently wrong audit).
+    """
+    if not isinstance(out, Mapping):
+        raise model.contract_error(f"returned {type(out).__name__} instead of {{layer name: array}}")
+    missing = [n for n in names if n not in out]
+    if missing:
+        raise model.contract_error(f"left out the requested layer(s) {', '.join(map(repr, missing))}")
+    for n in names:
+        arr = out[n]
+        if not isinstance(arr, np.ndarray) or arr.ndim != 2:
+            shape = list(arr.shape) if hasattr(arr, "shape") else type(arr).__name__
+            raise model.contract_error(f"returned {shape} for layer {n!r} instead of a 2-D (images, dim) array")
+        if arr.shape[0] != n_rows:
+            raise model.contract_error(
+                f"returned {arr.shape[0]} rows for layer {n!r} for a batch of {n_rows} images (one row per image)"
+            )
+        if arr.dtype != np.float32:
+            raise model.contract_error(f"returned dtype {arr.dtype} for layer {n!r} instead of float32")
+        if not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).any(axis=1).sum())
+            raise model.contract_error(f"returned NaN or infinite values for layer {n!r} ({bad} of {n_rows} rows)")
 
 
 @dataclass(frozen=True)

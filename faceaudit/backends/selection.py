@@ -86,17 +86,23 @@ def select_layers(model: Backend, spec: str | Sequence[str] = "auto") -> list[st
 
 
 def layer_table(model: Backend, pooling: str = "avg") -> list[dict[str, Any]]:
-    """Rows for `faceaudit layers MODEL`: name, kind, shape, pooled dim, relative depth, auto pick."""
+    """Rows for `faceaudit layers MODEL`: name, kind, shape, pooled dim, relative depth, auto pick.
+
+    `dim` is the number of features `model.extract(..., pooling=pooling)` returns
+    per image (None when the shape is symbolic); for the input layer that is
+    faceaudit's preprocessed face, pooled as the input (see `pool`).
+    """
     auto = set(_auto(model))
     layers = model.layers()
     last = max(len(layers) - 1, 1)
+    has_input = not model.precomputed
     return [
         {
             "name": l.name,
             "kind": l.kind,
             "shape": list(l.shape) if l.shape is not None else None,
-            "dim": pooled_dim(l.shape, pooling, is_input=(i == 0),
-                              channels_last=(i == 0 and model.input_spec.layout == "NHWC")),
+            "dim": pooled_dim(l.shape, pooling, is_input=(i == 0 and has_input),
+                              channels_last=(i == 0 and has_input and model.input_spec.layout == "NHWC")),
             "depth": round(i / last, 4),
             "auto": l.name in auto,
             "final": l.name == model.final_layer,

@@ -32,6 +32,7 @@ from typing import Any
 
 from faceaudit.report import charts
 from faceaudit.report.findings import Finding
+from faceaudit.report.render import backend_label
 from faceaudit.report.trend_render import (
     SERIES_COLOURS,
     check,
@@ -223,7 +224,7 @@ def build_compare_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "matching": report.get("layer_matching", "name"),
         "models": [
             {"label": str(m["label"]), "path": str(m["path"]), "sha256": str(m.get("sha256") or "–"),
-             "backend": str(m.get("backend") or "–"), "final_layer": str(m.get("final_layer") or "–"),
+             "backend": backend_label(m), "final_layer": str(m.get("final_layer") or "–"),
              "n_layers": m.get("n_layers", "–"), "reference": bool(m.get("reference"))}
             for m in report["models"]
         ],

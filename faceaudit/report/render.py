@@ -301,6 +301,13 @@ def _ratio(r: float | None) -> str:
     return f"{r:.2f}×"
 
 
+def backend_label(model: Mapping[str, Any]) -> str:
+    """"name (package version)" of a report's model entry; the bare name for reports that lack the package."""
+    name = str(model.get("backend") or "–")
+    package = model.get("backend_package")
+    return f"{name} ({package} {model.get('backend_version') or ''})".replace(" )", ")") if package else name
+
+
 def _kv(mapping: Mapping[str, Any]) -> list[tuple[str, str]]:
     out = []
     for k, v in mapping.items():
@@ -347,7 +354,9 @@ def build_view(report: AuditResult | Mapping[str, Any]) -> dict[str, Any]:
         "fairness": None if result.fairness is None else _fairness_view(result),
         "fairness_skipped_reason": result.fairness_skipped_reason or "no reason was recorded",
         "warnings": all_warnings,
-        "model": _kv({"path": result.model.path, "sha256": result.model.sha256, "backend": result.model.backend}),
+        "model": _kv({"path": result.model.path, "sha256": result.model.sha256, "backend": result.model.backend,
+                      **({"backend package": f"{result.model.backend_package} {result.model.backend_version or ''}"
+                          .strip()} if result.model.backend_package else {})}),
         "model_input": _kv(result.model.input),
         "data": _kv(
             {

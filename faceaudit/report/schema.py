@@ -158,23 +158,34 @@ def _with_extra(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """The audited model file: where it was, its SHA-256 and how it was read."""
+    """The audited model file: where it was, its SHA-256 and how it was read.
+
+    `backend_package` and `backend_version` name the installed package that
+    provided the backend (faceaudit itself or a plugin), so an audit made with a
+    plugin can be reproduced; reports written before they existed lack them.
+    """
 
     path: str
     sha256: str
     backend: str
     input: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    backend_package: str | None = None
+    backend_version: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input", _plain(dict(self.input), "model.input"))
         object.__setattr__(self, "extra", _plain(dict(self.extra), "model"))
 
-    _KEYS = ("path", "sha256", "backend", "input")
+    _KEYS = ("path", "sha256", "backend", "backend_package", "backend_version", "input")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict in the report.json layout."""
-        base = {"path": self.path, "sha256": self.sha256, "backend": self.backend, "input": _thaw(self.input)}
+        base: dict[str, Any] = {"path": self.path, "sha256": self.sha256, "backend": self.backend}
+        if self.backend_package is not None:
+            base["backend_package"] = self.backend_package
+            base["backend_version"] = self.backend_version
+        base["input"] = _thaw(self.input)
         return _with_extra(base, self.extra)
 
     @classmethod
@@ -187,6 +198,8 @@ class ModelInfo:
             backend=str(_str(d, "backend", where)),
             input=_map(d, "input", where) if inp is not None else {},
             extra=_extra(d, cls._KEYS, where),
+            backend_package=_str(d, "backend_package", where, optional=True),
+            backend_version=_str(d, "backend_version", where, optional=True),
         )
 
 

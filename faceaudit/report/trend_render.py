@@ -38,7 +38,7 @@ import jinja2
 from faceaudit._atomic import atomic_write_text
 from faceaudit.errors import OutputError
 from faceaudit.report import charts
-from faceaudit.report.render import template_environment
+from faceaudit.report.render import backend_label, template_environment
 from faceaudit.report.findings import Finding, above_null, null_top, strength, strength_words
 from faceaudit.report.schema import ReportError
 
@@ -383,7 +383,7 @@ def build_trend_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "matching": report.get("layer_matching", "name"),
         "checkpoints": [
             {"label": str(c["label"]), "path": str(c["path"]), "sha256": str(c.get("sha256") or "–"),
-             "backend": str(c.get("backend") or "–"), "final_layer": str(c.get("final_layer") or "–")}
+             "backend": backend_label(c), "final_layer": str(c.get("final_layer") or "–")}
             for c in report["checkpoints"]
         ],
         "layers": [

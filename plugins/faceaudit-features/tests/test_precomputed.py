@@ -88,3 +88,19 @@ def test_bad_files(tmp_path: Path) -> None:
     np.savez(h, a=np.zeros((3, 2, 2)))
     with pytest.raises(ModelError, match="2-D numeric"):
         open_model(h)
+
+
+def test_passes_check_backend(tmp_path: Path) -> None:
+    from faceaudit.testing import CHECKS, check_backend
+    from faceaudit_features.backend import PrecomputedFeaturesBackend
+
+    rng = np.random.default_rng(0)
+    paths = [f"faces/img_{i}.jpg" for i in range(9)]
+    f = tmp_path / "feats.npz"
+    np.savez(f, block3=rng.standard_normal((9, 4)).astype(np.float32),
+             embedding=rng.standard_normal((9, 3)).astype(np.float32), paths=np.array(paths))
+    assert check_backend(PrecomputedFeaturesBackend, f, paths=paths) == list(CHECKS)
+    g = tmp_path / "feats.parquet"
+    pq.write_table(pa.table({"path": paths, "embedding": pa.array(list(rng.standard_normal((9, 3))),
+                                                                  type=pa.list_(pa.float64(), 3))}), g)
+    assert check_backend(PrecomputedFeaturesBackend, g, paths=paths) == list(CHECKS)
