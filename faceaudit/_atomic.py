@@ -1,9 +1,16 @@
-"""Atomic file writes: a file is either complete or absent, never half written."""
+"""Atomic file writes: a file is either complete or absent, never half written.
+
+Every write goes to a fresh temporary name opened exclusively (a planted link
+at the final name is never followed, only replaced), and the reports faceaudit
+writes under a fixed name replace only files that faceaudit wrote itself.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +29,9 @@ _UMASK = _current_umask()
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: object) -> Iterator[IO]:
-    """Open a temporary file beside `path`; rename it over `path` only on success."""
+def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, fsync: bool = True, **kwargs: object) -> Iterator[IO]:
+    """Open a temporary file beside `path`; rename it over `path` only on success (`fsync=False` skips
+    the flush to disk where something written later, such as a manifest, marks completeness)."""
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +45,8 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: object)
         with os.fdopen(fd, mode, **kwargs) as fh:  # type: ignore[call-overload]
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -51,7 +60,63 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         fh.write(text)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:
     """Write `data` to `path` atomically."""
-    with atomic_open(path, "wb") as fh:
+    with atomic_open(path, "wb", fsync=fsync) as fh:
         fh.write(data)
+
+
+# the marks every report faceaudit writes carries in its first bytes (templates' generator tag; JSON key order)
+_HTML_MARK = b'<meta name="generator" content="faceaudit'
+_JSON_MARK = re.compile(rb'\A\s*\{\s*"schema_version"\s*:\s*"[^"]*"\s*,\s*"kind"\s*:\s*"[^"]*"\s*,\s*"faceaudit_version"\s*:')
+_HEAD_BYTES = 4096
+
+
+def probe_writable(folder: str | os.PathLike[str]) -> None:
+    """Create and remove a fresh, exclusively opened file in `folder` (raises OSError if it cannot).
+
+    A fixed probe name could be a link planted by someone else; a new random
+    name opened with O_EXCL cannot.
+    """
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".faceaudit-write-test.", suffix=".tmp")
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def is_faceaudit_output(path: str | os.PathLike[str]) -> bool:
+    """True if nothing is at `path`, or a regular file there is a report faceaudit wrote (HTML or JSON)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        return not os.path.islink(path)  # a dangling link is not ours either
+    except OSError:
+        return False  # a link (ELOOP), a folder we cannot open, ...
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return False
+        head = fh.read(_HEAD_BYTES)
+    return _HTML_MARK in head or _JSON_MARK.match(head) is not None
+
+
+def check_replaceable(
+    path: str | os.PathLike[str], *, force: bool = False, fix: str = "Move it away or choose another output folder."
+) -> None:
+    """Raise OutputError if `path` holds something that is not a faceaudit report (unless `force`).
+
+    Why: reports have fixed names (report.json, report.html, ...) in a folder the
+    user chooses, which may already hold the user's own files. `fix` ends the
+    message with what the user can do where they are (a CLI flag or a Python argument).
+    """
+    if force or is_faceaudit_output(path):
+        return
+    kind = "a link" if os.path.islink(path) else "a folder" if os.path.isdir(path) else "a file"
+    raise OutputError(
+        f"{path} is {kind} that is not a faceaudit report; faceaudit replaces only its own reports. {fix}"
+    )
+
+
+def write_report_text(path: str | os.PathLike[str], text: str, *, force: bool = False,
+                      fix: str = "Move it away or choose another output folder.") -> None:
+    """Write a report file atomically, refusing to replace a file that is not a faceaudit report."""
+    check_replaceable(path, force=force, fix=fix)
+    atomic_write_text(path, text)
