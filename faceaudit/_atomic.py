@@ -91,10 +91,14 @@ def is_faceaudit_output(path: str | os.PathLike[str]) -> bool:
         return not os.path.islink(path)  # a dangling link is not ours either
     except OSError:
         return False  # a link (ELOOP), a folder we cannot open, ...
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             return False
-        head = fh.read(_HEAD_BYTES)
+        head = os.read(fd, _HEAD_BYTES)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     return _HTML_MARK in head or _JSON_MARK.match(head) is not None
 
 
