@@ -113,6 +113,19 @@ def test_pt2_with_code_in_a_symbolic_shape_runs_no_code(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("member", ["{prefix}/data/aotinductor/model/model.so", "version"])
+def test_pt2_with_native_code_or_the_unchecked_old_layout_is_refused(tmp_path: Path, member: str) -> None:
+    good = _export(tmp_path / "good.pt2")
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w", zipfile.ZIP_STORED) as dst:
+        prefix = src.namelist()[0].split("/", 1)[0]
+        for info in src.infolist():
+            dst.writestr(info, src.read(info.filename))
+        dst.writestr(member.format(prefix=prefix), b"\x7fELF")
+    with pytest.raises(ModelError, match="refused for safety"):
+        open_model(evil)
+
+
 def test_legitimate_pt2_still_opens_and_trust_pickle_still_works(tmp_path: Path) -> None:
     for dynamic in (True, False):
         m = open_model(_export(tmp_path / f"m{dynamic}.pt2", dynamic))

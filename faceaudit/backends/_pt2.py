@@ -143,8 +143,10 @@ def check_export_archive(path: Path, data: bytes) -> None:
                 config = json.loads(read(config_name)).get("config", {})
             except (ValueError, AttributeError, RecursionError) as exc:
                 raise ModelError(f"{path}: {config_name} is not valid JSON ({exc}). Save the model again.") from exc
-            for entry in config.values() if isinstance(config, dict) else ():
-                name = str(entry.get("path_name", "")) if isinstance(entry, dict) else ""
+            if not isinstance(config, dict) or not all(isinstance(e, dict) for e in config.values()):
+                raise ModelError(f"{path}: {config_name} is not a torch.export payload table. Save the model again.")
+            for entry in config.values():
+                name = str(entry.get("path_name", ""))
                 member = folder + name
                 if folder == c.CONSTANTS_DIR and not name.startswith(c.TENSOR_CONSTANT_FILENAME_PREFIX):
                     raise _refuse(path, member, "is a pickled custom object, not a tensor")
