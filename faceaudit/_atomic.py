@@ -83,8 +83,14 @@ def probe_writable(folder: str | os.PathLike[str]) -> None:
     os.unlink(tmp)
 
 
-def is_faceaudit_output(path: str | os.PathLike[str]) -> bool:
-    """True if nothing is at `path`, or a regular file there is a report faceaudit wrote (HTML or JSON)."""
+def _kind_of(path: str | os.PathLike[str]) -> str:
+    return "json" if os.fspath(path).lower().endswith(".json") else "html"
+
+
+def is_faceaudit_output(path: str | os.PathLike[str], kind: str | None = None) -> bool:
+    """True if nothing is at `path`, or a regular file there is a faceaudit report of `kind` ("html" or
+    "json"; default: from the suffix), so a JSON report is never replaced by an HTML one or vice versa."""
+    kind = kind or _kind_of(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
@@ -99,28 +105,32 @@ def is_faceaudit_output(path: str | os.PathLike[str]) -> bool:
         return False
     finally:
         os.close(fd)
-    return _HTML_MARK in head or _JSON_MARK.match(head) is not None
+    return _JSON_MARK.match(head) is not None if kind == "json" else _HTML_MARK in head
 
 
 def check_replaceable(
-    path: str | os.PathLike[str], *, force: bool = False, fix: str = "Move it away or choose another output folder."
+    path: str | os.PathLike[str], *, force: bool = False, kind: str | None = None,
+    fix: str = "Move it away or choose another output folder.",
 ) -> None:
-    """Raise OutputError if `path` holds something that is not a faceaudit report (unless `force`).
+    """Raise OutputError if `path` holds something that is not a faceaudit report of `kind` (unless `force`).
 
     Why: reports have fixed names (report.json, report.html, ...) in a folder the
     user chooses, which may already hold the user's own files. `fix` ends the
     message with what the user can do where they are (a CLI flag or a Python argument).
     """
-    if force or is_faceaudit_output(path):
+    kind = kind or _kind_of(path)
+    if force or is_faceaudit_output(path, kind):
         return
-    kind = "a link" if os.path.islink(path) else "a folder" if os.path.isdir(path) else "a file"
+    what = "a link" if os.path.islink(path) else "a folder" if os.path.isdir(path) else "a file"
     raise OutputError(
-        f"{path} is {kind} that is not a faceaudit report; faceaudit replaces only its own reports. {fix}"
+        f"{path} is {what} that is not a faceaudit {kind.upper()} report; faceaudit replaces only its own "
+        f"reports. {fix}"
     )
 
 
-def write_report_text(path: str | os.PathLike[str], text: str, *, force: bool = False,
+def write_report_text(path: str | os.PathLike[str], text: str, *, kind: str, force: bool = False,
                       fix: str = "Move it away or choose another output folder.") -> None:
-    """Write a report file atomically, refusing to replace a file that is not a faceaudit report."""
-    check_replaceable(path, force=force, fix=fix)
+    """Write a report file (`kind` "html" or "json") atomically, refusing to replace a file that is not a
+    faceaudit report of that kind."""
+    check_replaceable(path, force=force, kind=kind, fix=fix)
     atomic_write_text(path, text)

@@ -414,9 +414,9 @@ def report(report_json: Path, out_html: Path | None, force: bool) -> None:
     if target.is_dir():
         target = target / default_name
     if target.exists() and os.path.samefile(target, report_json):
-        raise OutputError(f"--out {target} is the input {report_json}; writing there would destroy it. "
+        raise OutputError(f"{target} is the input {report_json}; writing the HTML there would destroy it. "
                           "Choose another --out.")
-    write_report_text(target, html, force=force,
+    write_report_text(target, html, kind="html", force=force,
                       fix="Move it away, choose another --out, or pass --force to replace it.")
     click.echo(f"report: {target}")
 

@@ -13,7 +13,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
@@ -195,8 +194,12 @@ def test_report_refuses_to_overwrite_a_file_that_is_not_a_report(report_json: Pa
     data.write_text("path,sex\na.png,female\n")
     result = CliRunner().invoke(main, ["report", str(report_json), "--out", str(data)])
     assert result.exit_code == 2, result.output
-    assert "not a faceaudit report" in result.output and "--force" in result.output
+    assert "not a faceaudit HTML report" in result.output and "--force" in result.output
     assert data.read_text() == "path,sex\na.png,female\n"
+    other_json = tmp_path / "other.json"  # another run's JSON report is not an HTML report either
+    other_json.write_bytes(report_json.read_bytes())
+    refused = CliRunner().invoke(main, ["report", str(report_json), "--out", str(other_json)])
+    assert refused.exit_code == 2 and other_json.read_bytes() == report_json.read_bytes()
     forced = CliRunner().invoke(main, ["report", str(report_json), "--out", str(data), "--force"])
     assert forced.exit_code == 0, forced.output
     assert '<meta name="generator" content="faceaudit' in data.read_text()
@@ -222,7 +225,7 @@ def test_report_writer_never_overwrites_a_foreign_file_in_the_out_folder(report_
     out = tmp_path / "out"
     out.mkdir()
     (out / "report.json").write_text('{"my": "own data"}\n')
-    with pytest.raises(OutputError, match="not a faceaudit report"):
+    with pytest.raises(OutputError, match="not a faceaudit JSON report"):
         write_report(load_report(report_json), out)
     assert (out / "report.json").read_text() == '{"my": "own data"}\n'
     assert not (out / "report.html").exists()
@@ -240,7 +243,7 @@ def test_run_refuses_a_foreign_report_json_before_any_work(tmp_path: Path) -> No
     result = CliRunner().invoke(main, ["run", str(tmp_path / "model.onnx"), "--data", str(tmp_path / "faces.csv"),
                                        "--attrs", "sex", "--out", str(out), "--quick"])
     assert result.exit_code == 2, result.output
-    assert "not a faceaudit report" in result.output
+    assert "report.json is a file that is not a faceaudit JSON report" in result.output
     assert (out / "report.json").read_text() == "[1, 2, 3]\n"
 
 

@@ -407,8 +407,8 @@ def write_report(report: AuditResult | Mapping[str, Any], out_dir: str | os.Path
         raise OutputError(
             f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose a writable output folder (--out)."
         ) from exc
-    for path in (json_path, html_path):
-        check_replaceable(path)
+    check_replaceable(json_path, kind="json")
+    check_replaceable(html_path, kind="html")
     try:
         atomic_write_text(json_path, text_json)
     except OutputError:

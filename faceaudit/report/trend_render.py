@@ -96,8 +96,8 @@ def write_pair(text_json: str, text_html: str, out_dir: str | os.PathLike[str], 
     except OSError as exc:
         raise OutputError(f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose a writable --out.") from exc
     json_path, html_path = out / json_name, out / html_name
-    for path in (json_path, html_path):
-        check_replaceable(path)
+    check_replaceable(json_path, kind="json")
+    check_replaceable(html_path, kind="html")
     atomic_write_text(json_path, text_json)
     try:
         atomic_write_text(html_path, text_html)
