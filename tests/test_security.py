@@ -318,3 +318,19 @@ def test_phantom_images_replace_a_planted_symlink_not_its_target(tmp_path: Path)
     generate_phantom(tmp_path / "out", n_identities=2, images_per_identity=2, size=32, progress_enabled=False)
     assert important.read_text() == "keep me\n"
     assert not (tmp_path / "out" / "images" / "id_00000.png").is_symlink()
+
+
+def test_trend_and_compare_pairs_replace_their_own_files_only(tmp_path: Path) -> None:
+    from faceaudit import __version__
+    from faceaudit.errors import OutputError
+    from faceaudit.report.trend_render import dumps, write_pair
+
+    text_json = dumps({"schema_version": "1.0", "kind": "trend", "faceaudit_version": __version__})
+    text_html = f'<!DOCTYPE html>\n<html>\n<head>\n<meta name="generator" content="faceaudit {__version__}">\n'
+    out = tmp_path / "out"
+    write_pair(text_json, text_html, out, "trend.json", "trend.html")
+    write_pair(text_json, text_html, out, "trend.json", "trend.html")  # a rerun replaces its own pair
+    (out / "compare.html").write_text("<html>my notes</html>\n")
+    with pytest.raises(OutputError, match="compare.html is a file that is not a faceaudit HTML report"):
+        write_pair(text_json, text_html, out, "compare.json", "compare.html")
+    assert (out / "compare.html").read_text() == "<html>my notes</html>\n" and not (out / "compare.json").exists()
