@@ -105,18 +105,22 @@ class AuditOutcome(ReportOutcome):
     """The outcome of `run_audit`: report.html, report.json and the findings."""
 
 
-def check_out_dir(out_dir: Path) -> None:
-    """Fail before hours of work if the report cannot be written."""
+def check_out_dir(out_dir: Path, outputs: Sequence[str] = ()) -> None:
+    """Fail before hours of work if the report cannot be written: the folder must be writable (probed
+    with a fresh, exclusively created name, so a planted link is never followed), and each of the
+    `outputs` file names in it must be absent or a faceaudit report (never a user's own file)."""
+    from faceaudit._atomic import check_replaceable, probe_writable
+
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".faceaudit-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_writable(out_dir)
     except OSError as exc:
         raise OutputError(
             f"Cannot write to the output folder {out_dir}: {exc.strerror}. "
             "Choose a writable folder with --out."
         ) from exc
+    for name in outputs:
+        check_replaceable(out_dir / name, fix="Move it away or choose another folder with --out.")
 
 
 def plugins_used(models: Iterable[Any] = (), estimators: Iterable[str] = ()) -> str:
@@ -186,11 +190,12 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     from faceaudit.expressivity import estimate_many
     from faceaudit.features import extract_features, subsample_rows
     from faceaudit.report import render_findings, render_html, write_report
+    from faceaudit.report.render import REPORT_HTML, REPORT_JSON
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     out_dir = Path(config.out_dir)
-    check_out_dir(out_dir)
+    check_out_dir(out_dir, (REPORT_JSON, REPORT_HTML))
 
     manifest, rows, paths, landmarks, warnings = prepare_inputs(config)
     options = dict(config.backend_options)

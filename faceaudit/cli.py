@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -409,13 +410,18 @@ def _report_kind(path: Path) -> str:
 @main.command(epilog="\b\nExample:\n  faceaudit report faceaudit-report/report.json --out shared/report.html")
 @click.argument("report_json", type=click.Path(path_type=Path))
 @click.option("--out", "out_html", default=None, type=click.Path(path_type=Path),
-              help="Where to write the HTML [default: report.html beside the JSON].")
-def report(report_json: Path, out_html: Path | None) -> None:
+              help="Where to write the HTML: a file, or a folder to write report.html (trend.html, compare.html) "
+                   "into [default: beside the JSON].")
+@click.option("--force", is_flag=True, help="Replace an existing --out file even if it is not a faceaudit report.")
+def report(report_json: Path, out_html: Path | None, force: bool) -> None:
     """Re-render the HTML report from REPORT_JSON without recomputing anything.
 
-    The same JSON always gives the same HTML, byte for byte.
+    The same JSON always gives the same HTML, byte for byte. An existing file
+    is replaced only if it is a faceaudit report (or with --force), never the
+    input itself.
     """
-    from faceaudit._atomic import atomic_write_text
+    from faceaudit._atomic import write_report_text
+    from faceaudit.errors import OutputError
     from faceaudit.report import load_report, render_html
     from faceaudit.report.compare_render import load_compare, render_compare_html
     from faceaudit.report.trend_render import load_trend, render_trend_html
@@ -428,7 +434,13 @@ def report(report_json: Path, out_html: Path | None) -> None:
     else:
         html, default_name = render_html(load_report(report_json)), "report.html"
     target = out_html or report_json.with_name(default_name)
-    atomic_write_text(target, html)
+    if target.is_dir():
+        target = target / default_name
+    if target.exists() and os.path.samefile(target, report_json):
+        raise OutputError(f"{target} is the input {report_json}; writing the HTML there would destroy it. "
+                          "Choose another --out.")
+    write_report_text(target, html, kind="html", force=force,
+                      fix="Move it away, choose another --out, or pass --force to replace it.")
     click.echo(f"report: {target}")
 
 

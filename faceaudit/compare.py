@@ -182,12 +182,12 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
     this module's docstring.
     """
     from faceaudit.audit import check_out_dir, fairness_by_attribute
-    from faceaudit.report.compare_render import render_compare_findings, write_compare
+    from faceaudit.report.compare_render import COMPARE_HTML, COMPARE_JSON, render_compare_findings, write_compare
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     out_dir = Path(config.out_dir)
-    check_out_dir(out_dir)
+    check_out_dir(out_dir, (COMPARE_JSON, COMPARE_HTML))
     files = [Path(p) for p in config.models]
     if len(files) < 2:
         raise InputError(f"A comparison needs at least two models; got {len(files)}. The first is the reference.")

@@ -523,12 +523,12 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
     """
     from faceaudit.audit import check_out_dir
     from faceaudit.backends import select_layers
-    from faceaudit.report.trend_render import render_trend_findings, write_trend
+    from faceaudit.report.trend_render import TREND_HTML, TREND_JSON, render_trend_findings, write_trend
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     out_dir = Path(config.out_dir)
-    check_out_dir(out_dir)
+    check_out_dir(out_dir, (TREND_JSON, TREND_HTML))
     ckpts = [Path(p) for p in config.checkpoints]
     if len(ckpts) < 2:
         raise InputError(f"A trend needs at least two checkpoints; got {len(ckpts)}. Pass them in training order.")

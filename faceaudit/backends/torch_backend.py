@@ -3,7 +3,8 @@
 Layers are module qualified names (``layer1.0.conv1``), captured with forward
 hooks in eval + inference mode; ``output`` is the model's return value. Files
 are never unpickled unless ``trust_pickle=True`` is passed: a pickle can run
-arbitrary code. State dicts load with ``torch.load(weights_only=True)``.
+arbitrary code; a ``.pt2`` archive is checked member by member before torch
+opens it (faceaudit.backends._pt2). State dicts load with ``torch.load(weights_only=True)``.
 
 TorchScript modules compile their forward, so Python hooks cannot see inside
 them: for a TorchScript file only ``input`` and ``output`` are probe-able. Use a
@@ -135,7 +136,7 @@ class TorchBackend(Backend):
                 module = self._from_factory(factory, options.get("factory_kwargs") or {})
                 self._kind = "factory"
             elif suffix == ".pt2":
-                module, spec = self._from_export(spec)
+                module, spec = self._from_export(spec, bool(options.get("trust_pickle")))
                 self._kind = "export"
             else:
                 module, meta_text = self._from_torchscript_or_pickle(bool(options.get("trust_pickle")))
@@ -188,10 +189,17 @@ class TorchBackend(Backend):
             ) from exc
         return module
 
-    def _from_export(self, spec: InputSpec) -> tuple[Any, InputSpec]:
+    def _from_export(self, spec: InputSpec, trust_pickle: bool) -> tuple[Any, InputSpec]:
         import torch
 
-        ep = torch.export.load(str(self.path))
+        from faceaudit.backends._pt2 import load_export_program
+
+        if trust_pickle:
+            warnings.warn(
+                f"Opening {self.path} unchecked with trust_pickle=True: this runs any code stored in the file.",
+                stacklevel=3,
+            )
+        ep = load_export_program(self.path, trust_pickle=trust_pickle)
         user_inputs = [
             s for s in ep.graph_signature.input_specs if s.kind == torch.export.graph_signature.InputKind.USER_INPUT
         ]

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from faceaudit._atomic import atomic_open
+from faceaudit._atomic import atomic_open, atomic_write_bytes
 from faceaudit._progress import progress
 from faceaudit.errors import InputError, OutputError
 
@@ -544,9 +544,9 @@ def generate_phantom(
             pil.save(buf, format="PNG", compress_level=1)
         else:
             pil.save(buf, format="JPEG", quality=95)
-        # plain write: the manifest, written last and atomically, is what marks the set complete
+        # no fsync: the manifest, written last and atomically, is what marks the set complete
         try:
-            (out / rel).write_bytes(buf.getvalue())
+            atomic_write_bytes(out / rel, buf.getvalue(), fsync=False)
         except OSError as exc:
             raise OutputError(f"Cannot write {out / rel}: {exc.strerror}. Choose a writable output folder.") from exc
         lm = [f"{v:.2f}" for xy in face.landmarks for v in xy]

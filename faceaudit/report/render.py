@@ -19,7 +19,7 @@ from typing import Any
 
 import jinja2
 
-from faceaudit._atomic import atomic_write_text
+from faceaudit._atomic import atomic_write_text, check_replaceable
 from faceaudit.errors import OutputError
 from faceaudit.report import charts
 from faceaudit.report.findings import (
@@ -402,8 +402,8 @@ def report_json(report: AuditResult | Mapping[str, Any]) -> str:
 def write_report(report: AuditResult | Mapping[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write report.html and report.json into `out_dir`; return (html_path, json_path).
 
-    Both texts are built before anything is written, and each file is written
-    atomically; if the HTML cannot be written, the JSON just written is
+    Both texts are built before anything is written, neither name may hold a
+    file that is not a faceaudit report, and each file is written atomically; if the HTML cannot be written, the JSON just written is
     removed again, so a failure never leaves a half report behind.
     """
     out = Path(out_dir)
@@ -416,6 +416,8 @@ def write_report(report: AuditResult | Mapping[str, Any], out_dir: str | os.Path
         raise OutputError(
             f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose a writable output folder (--out)."
         ) from exc
+    check_replaceable(json_path, kind="json")
+    check_replaceable(html_path, kind="html")
     try:
         atomic_write_text(json_path, text_json)
     except OutputError:

@@ -35,7 +35,7 @@ from typing import Any
 
 import jinja2
 
-from faceaudit._atomic import atomic_write_text
+from faceaudit._atomic import atomic_write_text, check_replaceable
 from faceaudit.errors import OutputError
 from faceaudit.report import charts
 from faceaudit.report.render import backend_label, template_environment
@@ -88,13 +88,16 @@ def dumps(report: Mapping[str, Any]) -> str:
 
 def write_pair(text_json: str, text_html: str, out_dir: str | os.PathLike[str], json_name: str,
                html_name: str) -> tuple[Path, Path]:
-    """Write the JSON then the HTML atomically; a failed HTML write removes the JSON again."""
+    """Write the JSON then the HTML atomically; a failed HTML write removes the JSON again. Neither
+    name may hold a file that is not a faceaudit report."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose a writable --out.") from exc
     json_path, html_path = out / json_name, out / html_name
+    check_replaceable(json_path, kind="json")
+    check_replaceable(html_path, kind="html")
     atomic_write_text(json_path, text_json)
     try:
         atomic_write_text(html_path, text_html)
