@@ -391,7 +391,7 @@ def report_json(report: AuditResult | Mapping[str, Any]) -> str:
 
 
 def write_report(report: AuditResult | Mapping[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write report.html and report.json into `out_dir`; return (html_path, json_path).
+    """Write report.html, report.json and report.md into `out_dir`; return (html_path, json_path).
 
     Both texts are built before anything is written, and each file is written
     atomically; if the HTML cannot be written, the JSON just written is
@@ -400,6 +400,9 @@ def write_report(report: AuditResult | Mapping[str, Any], out_dir: str | os.Path
     out = Path(out_dir)
     text_json = report_json(report)
     text_html = render_html(json.loads(text_json))
+    from faceaudit.report.markdown import markdown_name, render_markdown
+
+    text_md = render_markdown(json.loads(text_json))
     json_path, html_path = out / REPORT_JSON, out / REPORT_HTML
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -423,7 +426,12 @@ def write_report(report: AuditResult | Mapping[str, Any], out_dir: str | os.Path
         if isinstance(exc, OutputError):
             raise
         raise OutputError(f"Cannot write {html_path}: {exc.strerror or exc}. Choose a writable output folder (--out).") from exc
-    log.info("wrote %s and %s", html_path, json_path)
+    md_path = out / markdown_name(json.loads(text_json))
+    try:
+        atomic_write_text(md_path, text_md)
+    except OSError as exc:
+        raise OutputError(f"Cannot write {md_path}: {exc.strerror or exc}. Choose a writable output folder (--out).") from exc
+    log.info("wrote %s, %s and %s", html_path, json_path, md_path)
     return html_path, json_path
 
 

@@ -88,13 +88,17 @@ def dumps(report: Mapping[str, Any]) -> str:
 
 def write_pair(text_json: str, text_html: str, out_dir: str | os.PathLike[str], json_name: str,
                html_name: str) -> tuple[Path, Path]:
-    """Write the JSON then the HTML atomically; a failed HTML write removes the JSON again."""
+    """Write the JSON, the HTML, then the Markdown summary atomically; a failed HTML write removes the JSON again."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose a writable --out.") from exc
     json_path, html_path = out / json_name, out / html_name
+    from faceaudit.report.markdown import markdown_name, render_markdown
+
+    report = json.loads(text_json)
+    text_md = render_markdown(report)  # rendered before anything is written
     atomic_write_text(json_path, text_json)
     try:
         atomic_write_text(html_path, text_html)
@@ -104,6 +108,7 @@ def write_pair(text_json: str, text_html: str, out_dir: str | os.PathLike[str], 
         except OSError:
             pass
         raise
+    atomic_write_text(out / markdown_name(report), text_md)
     return html_path, json_path
 
 
