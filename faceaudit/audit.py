@@ -101,6 +101,25 @@ class ReportOutcome:
     def to_dict(self) -> dict[str, Any]:
         return {"html_path": str(self.html_path), "json_path": str(self.json_path), "findings": list(self.findings)}
 
+    def expressivity_frame(self) -> Any:
+        """Expressivity as a pandas DataFrame: one row per layer x attribute (x checkpoint or model),
+        columns named as in the JSON."""
+        from faceaudit.report.frames import expressivity_frame
+
+        return expressivity_frame(self.report)
+
+    def fairness_frame(self) -> Any:
+        """Verification fairness as a pandas DataFrame: one row per attribute x group, columns as in the JSON."""
+        from faceaudit.report.frames import fairness_frame
+
+        return fairness_frame(self.report)
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the findings and the expressivity heatmap inline."""
+        from faceaudit.report.frames import notebook_html
+
+        return notebook_html(self.report, where=str(self.html_path))
+
 
 class AuditOutcome(ReportOutcome):
     """The outcome of `run_audit`: report.html, report.json and the findings."""
@@ -284,12 +303,8 @@ def use_default_data(config: Any, spec: Any, out_dir: Path) -> tuple[Any, dict[s
 
     check_phantom_attrs(config.attrs)
     cache_root = Path(config.cache_dir) if config.cache_dir else Path(out_dir) / "cache"
-    t = time.perf_counter()
     manifest, note = phantom_data(cache_root, n_faces=config.n_faces or DEFAULT_N_FACES,
                                   size=phantom_size(spec), seed=config.seed, progress=config.progress)
-    from faceaudit._progress import stage_line
-
-    stage_line("phantom faces", note["phantom"]["n_faces"], "img", time.perf_counter() - t, enabled=config.progress)
     return replace(config, manifest=manifest), note
 
 

@@ -339,6 +339,7 @@ def build_view(report: AuditResult | Mapping[str, Any]) -> dict[str, Any]:
         "title": f"faceaudit report: {model_name}",
         "model_name": model_name,
         "demo": result.demo,
+        "synthetic": result.data.extra.get("statement") if result.data.extra.get("synthetic") else None,
         "created": result.created,
         "version": result.faceaudit_version,
         "schema_version": result.schema_version,

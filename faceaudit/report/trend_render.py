@@ -373,6 +373,7 @@ def build_trend_view(report: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "title": f"faceaudit trend: {len(labels)} checkpoints",
         "demo": bool(report.get("demo")),
+        "synthetic": data.get("statement") if data.get("synthetic") else None,
         "created": report["created"],
         "version": report["faceaudit_version"],
         "schema_version": report["schema_version"],
