@@ -296,6 +296,11 @@ def use_default_data(config: Any, spec: Any, out_dir: Path) -> tuple[Any, dict[s
     manifest, the config is returned unchanged and the note is empty.
     """
     if config.manifest is not None:
+        if config.n_faces is not None:
+            raise InputError(
+                "--n-faces (n_faces= in Python) sets the number of built-in phantom faces, used only without a "
+                "manifest; drop it when you pass --data (manifest=)."
+            )
         return config, {}
     from dataclasses import replace
 

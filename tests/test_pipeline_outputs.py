@@ -105,6 +105,27 @@ def test_attrs_outside_the_phantom_are_listed(demo_model: Path, tmp_path: Path) 
     assert not (tmp_path / "cache").exists()  # checked before any face is drawn
 
 
+def test_n_faces_with_a_manifest_is_a_user_error(demo_model: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "faces.csv"
+    manifest.write_text("path,age\na.png,30\n")
+    result = CliRunner().invoke(main, ["run", str(demo_model), "--data", str(manifest), "--attrs", "age",
+                                       "--n-faces", "100", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "--n-faces" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["trend", "compare"])
+def test_trend_and_compare_default_to_the_phantom_too(command: str, demo_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [command, str(demo_model), str(demo_model), "--labels", "a,b", "--attrs", "age",
+                                       "--layers", "final", "--estimator", "entropy", "--quick", "--n-faces", "40",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / f"{command}.json").read_text())
+    assert report["data"]["synthetic"] is True and report["data"]["n_images"] == 40
+    assert md_escape(SYNTHETIC_STATEMENT) in (out / f"{command}.md").read_text()
+    assert "SYNTHETIC DATA" in (out / f"{command}.html").read_text()
+
+
 # --------------------------------------------------------------------------- --fail-on, --quiet, escaping
 
 
