@@ -103,7 +103,7 @@ def build_markdown_view(report: Mapping[str, Any]) -> dict[str, Any]:
         models = [report["model"]]
     else:
         models = list(report.get("checkpoints") or report.get("models") or ())
-    names = [os.path.basename(str(m.get("path", "")).replace("\\", "/")) or str(m.get("label", "")) for m in models]
+    names = [str(m.get("label") or os.path.basename(str(m.get("path", "")).replace("\\", "/"))) for m in models]
     data = report.get("data") or {}
     expressivity = [
         {
@@ -150,6 +150,7 @@ def build_markdown_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "findings": [f.to_dict() for f in findings_of(report)],
         "expressivity": expressivity,
         "fairness": fairness,
+        "has_fairness": "fairness" in report,  # a trend follows expressivity only
         "fairness_skipped_reason": report.get("fairness_skipped_reason"),
         "models": [(names[i], _pairs(m)) for i, m in enumerate(models)],
         "data": _pairs(data, _DATA_SHOWN_APART),
