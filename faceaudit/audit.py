@@ -1,7 +1,8 @@
 """One audit, from a model file and a manifest to report.html and report.json.
 
-`run_audit(config)` is what `faceaudit run` does: load and validate the
-manifest, open the model, extract the chosen layers in one pass (cached),
+`run_audit(config)` is what `faceaudit run` does: open the model, load and
+validate the manifest (or generate the built-in phantom faces when none is
+given), extract the chosen layers in one pass (cached),
 estimate the expressivity of every layer x attribute in one batched job,
 compute verification fairness per group when identities are known, and write
 the report. It orchestrates; the statistics live in the lower rooms.
