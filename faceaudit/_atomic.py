@@ -69,6 +69,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool
 # the marks every report faceaudit writes carries in its first bytes (templates' generator tag; JSON key order)
 _HTML_MARK = b'<meta name="generator" content="faceaudit'
 _JSON_MARK = re.compile(rb'\A\s*\{\s*"schema_version"\s*:\s*"[^"]*"\s*,\s*"kind"\s*:\s*"[^"]*"\s*,\s*"faceaudit_version"\s*:')
+_MD_MARK = re.compile(rb"\A<!-- faceaudit ")
 _HEAD_BYTES = 4096
 
 
@@ -84,12 +85,13 @@ def probe_writable(folder: str | os.PathLike[str]) -> None:
 
 
 def _kind_of(path: str | os.PathLike[str]) -> str:
-    return "json" if os.fspath(path).lower().endswith(".json") else "html"
+    name = os.fspath(path).lower()
+    return "json" if name.endswith(".json") else "md" if name.endswith(".md") else "html"
 
 
 def is_faceaudit_output(path: str | os.PathLike[str], kind: str | None = None) -> bool:
-    """True if nothing is at `path`, or a regular file there is a faceaudit report of `kind` ("html" or
-    "json"; default: from the suffix), so a JSON report is never replaced by an HTML one or vice versa."""
+    """True if nothing is at `path`, or a regular file there is a faceaudit report of `kind` ("html", "json"
+    or "md"; default: from the suffix), so a JSON report is never replaced by an HTML one or vice versa."""
     kind = kind or _kind_of(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
@@ -105,7 +107,11 @@ def is_faceaudit_output(path: str | os.PathLike[str], kind: str | None = None) -
         return False
     finally:
         os.close(fd)
-    return _JSON_MARK.match(head) is not None if kind == "json" else _HTML_MARK in head
+    if kind == "json":
+        return _JSON_MARK.match(head) is not None
+    if kind == "md":
+        return _MD_MARK.match(head) is not None
+    return _HTML_MARK in head
 
 
 def check_replaceable(
@@ -130,7 +136,7 @@ def check_replaceable(
 
 def write_report_text(path: str | os.PathLike[str], text: str, *, kind: str, force: bool = False,
                       fix: str = "Move it away or choose another output folder.") -> None:
-    """Write a report file (`kind` "html" or "json") atomically, refusing to replace a file that is not a
+    """Write a report file (`kind` "html", "json" or "md") atomically, refusing to replace a file that is not a
     faceaudit report of that kind."""
     check_replaceable(path, force=force, kind=kind, fix=fix)
     atomic_write_text(path, text)

@@ -1,7 +1,8 @@
 """One audit, from a model file and a manifest to report.html and report.json.
 
-`run_audit(config)` is what `faceaudit run` does: load and validate the
-manifest, open the model, extract the chosen layers in one pass (cached),
+`run_audit(config)` is what `faceaudit run` does: open the model, load and
+validate the manifest (or generate the built-in phantom faces when none is
+given), extract the chosen layers in one pass (cached),
 estimate the expressivity of every layer x attribute in one batched job,
 compute verification fairness per group when identities are known, and write
 the report. It orchestrates; the statistics live in the lower rooms.
@@ -49,8 +50,9 @@ class RunSettings:
     command's config adds only what is its own.
     """
 
-    manifest: Path
+    manifest: Path | None = None  # None: the built-in phantom faces (see faceaudit.demo.default_data)
     attrs: str | Sequence[str]
+    n_faces: int | None = None  # size of the phantom set when `manifest` is None [default: 1,200]
     layers: str | Sequence[str] = "auto"
     estimator: str = "mine"
     estimator_options: Mapping[str, Any] = field(default_factory=dict)
@@ -99,6 +101,25 @@ class ReportOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {"html_path": str(self.html_path), "json_path": str(self.json_path), "findings": list(self.findings)}
+
+    def expressivity_frame(self) -> Any:
+        """Expressivity as a pandas DataFrame: one row per layer x attribute (x checkpoint or model),
+        columns named as in the JSON."""
+        from faceaudit.report.frames import expressivity_frame
+
+        return expressivity_frame(self.report)
+
+    def fairness_frame(self) -> Any:
+        """Verification fairness as a pandas DataFrame: one row per attribute x group, columns as in the JSON."""
+        from faceaudit.report.frames import fairness_frame
+
+        return fairness_frame(self.report)
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the findings and the expressivity heatmap inline."""
+        from faceaudit.report.frames import notebook_html
+
+        return notebook_html(self.report, where=str(self.html_path))
 
 
 class AuditOutcome(ReportOutcome):
@@ -189,6 +210,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     from faceaudit.backends import open_model, select_layers
     from faceaudit.expressivity import estimate_many
     from faceaudit.features import extract_features, subsample_rows
+    from faceaudit._progress import stage_line
     from faceaudit.report import render_findings, render_html, write_report
     from faceaudit.report.render import REPORT_HTML, REPORT_JSON
 
@@ -197,15 +219,17 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     out_dir = Path(config.out_dir)
     check_out_dir(out_dir, (REPORT_JSON, REPORT_HTML))
 
-    manifest, rows, paths, landmarks, warnings = prepare_inputs(config)
     options = dict(config.backend_options)
     if config.trust_pickle:
         options["trust_pickle"] = True
     model = open_model(config.model, backend=config.backend, **options)
+    config, data_note = use_default_data(config, model.input_spec, out_dir)
+    manifest, rows, paths, landmarks, warnings = prepare_inputs(config)
     layer_names = select_layers(model, config.layers)
     if model.final_layer not in layer_names and manifest.identities is not None:
         layer_names = [*layer_names, model.final_layer]
     timings["load_s"] = time.perf_counter() - t0
+    stage_line("model and manifest", len(rows), "images", timings["load_s"], enabled=config.progress)
 
     t = time.perf_counter()
     cache_dir = Path(config.cache_dir) if config.cache_dir else out_dir / "cache"
@@ -241,10 +265,12 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
         device=config.device, seed=config.seed, progress=config.progress, **est_options,
     )
     timings["expressivity_s"] = time.perf_counter() - t
+    stage_line("expressivity", len(results), "estimates", timings["expressivity_s"], enabled=config.progress)
 
     t = time.perf_counter()
     fairness, fairness_reason = fairness_by_attribute(manifest, used, feats.features.get(model.final_layer), config, warnings)
     timings["fairness_s"] = time.perf_counter() - t
+    stage_line("verification fairness", len(fairness or ()), "attributes", timings["fairness_s"], enabled=config.progress)
 
     report = {
         "schema_version": "1.0",
@@ -266,6 +292,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             "n_failed": len(feats.failed),
             "failed": [{"path": str(p), "reason": r} for p, r in feats.failed[:MAX_FAILED_LISTED]],
             "attributes": [attribute_summary(a, used) for a in manifest.attributes.values()],
+            **data_note,
         },
         "layers": _layer_rows(model, layer_names, feats.features),
         "expressivity": [
@@ -299,6 +326,31 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     timings["total_s"] = time.perf_counter() - t0
     html_path, json_path = write_report(report, out_dir)
     return AuditOutcome(html_path, json_path, report, render_findings(report))
+
+
+def use_default_data(config: Any, spec: Any, out_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """Without a manifest, generate the built-in phantom faces into the cache; return (config, `data` note).
+
+    Shared by run, trend and compare: the phantom is drawn at the model's input
+    size (`spec`), after `attrs` are checked against what it provides. With a
+    manifest, the config is returned unchanged and the note is empty.
+    """
+    if config.manifest is not None:
+        if config.n_faces is not None:
+            raise InputError(
+                "--n-faces (n_faces= in Python) sets the number of built-in phantom faces, used only without a "
+                "manifest; drop it when you pass --data (manifest=)."
+            )
+        return config, {}
+    from dataclasses import replace
+
+    from faceaudit.demo.default_data import DEFAULT_N_FACES, check_phantom_attrs, phantom_data, phantom_size
+
+    check_phantom_attrs(config.attrs)
+    cache_root = Path(config.cache_dir) if config.cache_dir else Path(out_dir) / "cache"
+    manifest, note = phantom_data(cache_root, n_faces=config.n_faces or DEFAULT_N_FACES,
+                                  size=phantom_size(spec), seed=config.seed, progress=config.progress)
+    return replace(config, manifest=manifest), note
 
 
 def prepare_inputs(config: RunSettings) -> tuple[Any, np.ndarray, list[Path], np.ndarray | None, list[str]]:

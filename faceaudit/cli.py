@@ -8,10 +8,12 @@ traceback (`--debug`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,50 @@ def _executor_options(executor: str, ray_address: str | None, ray_actors: int | 
     return {"executor": executor, "ray_address": ray_address, "ray_actors": ray_actors}
 
 
+EXIT_FINDINGS = 3  # --fail-on: a finding at or above the level is present
+
+
+def _pipeline_flags(func: Any) -> Any:
+    """--n-faces, --fail-on, --quiet: shared by run, trend and compare."""
+    func = click.option("-q", "--quiet", is_flag=True,
+                        help="Print only the final summary: no progress, no stage lines, no warnings.")(func)
+    func = click.option("--fail-on", type=click.Choice(["high", "medium", "low"]), default=None,
+                        help="Exit with code 3 when a finding of this severity or higher is present "
+                             "(for CI); the findings that tripped it are printed.")(func)
+    func = click.option("--n-faces", default=None, type=click.IntRange(20),
+                        help="Without --data: how many phantom faces to generate (10 per identity) "
+                             "[default: 1200].")(func)
+    return func
+
+
+@contextlib.contextmanager
+def _quiet_logging(quiet: bool) -> Iterator[None]:
+    """--quiet: only errors from the library's loggers while the command runs."""
+    logger = logging.getLogger("faceaudit")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _finish(outcome: Any, fail_on: str | None) -> None:
+    """Print the summary; with --fail-on, exit 3 naming the findings at or above the level."""
+    from faceaudit.report.gate import findings_at_or_above
+
+    _print_outcome(outcome)
+    if fail_on is None:
+        return
+    tripped = findings_at_or_above(outcome.report, fail_on)
+    if tripped:
+        click.echo(f"fail-on {fail_on}: {len(tripped)} finding(s) at or above {fail_on}:", err=True)
+        for f in tripped:
+            click.echo(f"  {f.severity.upper()}: {f.text}", err=True)
+        raise click.exceptions.Exit(EXIT_FINDINGS)
+
+
 @click.group(cls=_AuditGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="faceaudit")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for failures.")
@@ -122,8 +168,9 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 
     \b
     Start here:
-      faceaudit demo --out faceaudit-demo        # complete audit, no files needed
-      faceaudit layers model.onnx                # what can be probed
+      faceaudit run model.onnx --attrs age,sex,yaw   # on built-in phantom faces
+      faceaudit demo --out faceaudit-demo            # complete audit, no files needed
+      faceaudit layers model.onnx                    # what can be probed
       faceaudit run model.onnx --data faces.csv --attrs age,sex,yaw
     """
     ctx.ensure_object(dict)
@@ -134,7 +181,8 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 
 _RUN_EPILOG = """\b
 Examples:
-  faceaudit run model.onnx --data faces.csv --attrs age,sex,yaw
+  faceaudit run model.onnx --attrs age,sex,yaw
+  faceaudit run model.onnx --data faces.csv --attrs age,sex,yaw --fail-on high
   faceaudit run model.onnx --data faces.csv --attrs age:continuous,race --layers 'stage*,embedding'
   faceaudit run model.pt2 --data faces.parquet --attrs sex --quick --out audit-quick
 """
@@ -142,9 +190,9 @@ Examples:
 
 @main.command(epilog=_RUN_EPILOG)
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--data", "manifest", required=True, type=click.Path(path_type=Path),
+@click.option("--data", "manifest", default=None, type=click.Path(path_type=Path),
               help="Manifest (CSV or Parquet): a `path` column, optional `identity`, attribute columns, "
-                   "optional landmarks lm_x1..lm_y5.")
+                   "optional landmarks lm_x1..lm_y5 [default: built-in synthetic phantom faces, for a first look].")
 @click.option("--attrs", required=True,
               help="Attributes to audit, comma separated; add `:continuous` or `:categorical` to override "
                    "the inferred kind (e.g. age,sex,yaw or age:continuous,race).")
@@ -182,18 +230,21 @@ Examples:
               help="DANGEROUS: allow full-pickle PyTorch files, which can run arbitrary code. "
                    "Only for files you created yourself.")
 @_executor_flags
-def run(model: Path, manifest: Path, attrs: str, layers_spec: str, estimator: str, seeds: int | None,
+@_pipeline_flags
+def run(model: Path, manifest: Path | None, attrs: str, layers_spec: str, estimator: str, seeds: int | None,
         device: str, target_fmr: float, out_dir: Path, quick: bool, pooling: str, batch_size: int,
         align: bool, fairness_attrs: str | None, backend: str | None, cache_dir: Path | None,
         strict: bool, seed: int, trust_pickle: bool, executor: str, ray_address: str | None,
-        ray_actors: int | None) -> None:
-    """Audit MODEL on the faces listed in a manifest; write report.html and report.json.
+        ray_actors: int | None, n_faces: int | None, fail_on: str | None, quiet: bool) -> None:
+    """Audit MODEL on the faces of a manifest; write report.html, report.json and report.md.
 
     Runs the whole path: features for all chosen layers in one pass (cached),
     expressivity of every layer x attribute (all critics trained in one batched
     job), and verification fairness per group when the manifest has an
-    `identity` column. Exit code 0 when done, 2 for a problem with the input,
-    1 for a failure.
+    `identity` column. Without --data, the faces are built-in synthetic
+    phantom faces (a first look, not evidence about real people). Exit code 0
+    when done, 2 for a problem with the input, 1 for a failure, 3 when
+    --fail-on finds a finding at or above its level.
     """
     from faceaudit.audit import AuditConfig, run_audit
 
@@ -204,14 +255,23 @@ def run(model: Path, manifest: Path, attrs: str, layers_spec: str, estimator: st
         fairness_attrs=_split(fairness_attrs) or None, backend=backend, cache_dir=cache_dir,
         strict=strict, seed=seed, trust_pickle=trust_pickle,
         executor_options=_executor_options(executor, ray_address, ray_actors),
+        n_faces=n_faces, progress=False if quiet else None,
     )
-    outcome = run_audit(config)
-    _print_outcome(outcome)
+    with _quiet_logging(quiet):
+        outcome = run_audit(config)
+    _finish(outcome, fail_on)
 
 
 def _print_outcome(outcome: Any) -> None:
+    from faceaudit.report.markdown import markdown_name
+
     click.echo(f"report: {outcome.html_path}")
     click.echo(f"json:   {outcome.json_path}")
+    md = Path(outcome.html_path).with_name(markdown_name(getattr(outcome, "report", None) or {}))
+    if md.is_file():
+        click.echo(f"md:     {md}")
+    if ((getattr(outcome, "report", None) or {}).get("data") or {}).get("synthetic"):
+        click.echo("data:   built-in synthetic phantom faces (no --data): a first look, not evidence about real people")
     for line in outcome.findings[:5]:
         click.echo(f"  - {line}")
 
@@ -226,8 +286,9 @@ Examples:
 
 @main.command(epilog=_TREND_EPILOG)
 @click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--data", "manifest", required=True, type=click.Path(path_type=Path),
-              help="Manifest (CSV or Parquet): a `path` column, optional `identity`, attribute columns.")
+@click.option("--data", "manifest", default=None, type=click.Path(path_type=Path),
+              help="Manifest (CSV or Parquet): a `path` column, optional `identity`, attribute columns "
+                   "[default: built-in synthetic phantom faces].")
 @click.option("--attrs", required=True,
               help="Attributes, comma separated (e.g. age,sex,yaw); `identity` adds identity expressivity "
                    "(categorical, many classes; needs an `identity` column).")
@@ -251,11 +312,13 @@ Examples:
 @click.option("--seed", default=0, show_default=True, help="Seed for subsets, splits and critics.")
 @click.option("--trust-pickle", is_flag=True, help="DANGEROUS: allow full-pickle PyTorch files.")
 @_executor_flags
-def trend(checkpoints: tuple[Path, ...], manifest: Path, attrs: str, labels: str | None, layer: str,
+@_pipeline_flags
+def trend(checkpoints: tuple[Path, ...], manifest: Path | None, attrs: str, labels: str | None, layer: str,
           layers_spec: str, estimator: str, identity_estimator: str, seeds: int | None, device: str,
           out_dir: Path, quick: bool, pooling: str, batch_size: int, align: bool, backend: str | None,
           cache_dir: Path | None, max_images: int | None, strict: bool, seed: int, trust_pickle: bool,
-          executor: str, ray_address: str | None, ray_actors: int | None) -> None:
+          executor: str, ray_address: str | None, ray_actors: int | None, n_faces: int | None,
+          fail_on: str | None, quiet: bool) -> None:
     """Follow expressivity across training CHECKPOINTS (in training order); write trend.html and trend.json.
 
     As a face network trains, the information its final layer holds about yaw,
@@ -273,8 +336,11 @@ def trend(checkpoints: tuple[Path, ...], manifest: Path, attrs: str, labels: str
         seeds=seeds, device=device, out_dir=out_dir, quick=quick, pooling=pooling, batch_size=batch_size,
         align=align, backend=backend, cache_dir=cache_dir, max_images=max_images, strict=strict, seed=seed,
         trust_pickle=trust_pickle, executor_options=_executor_options(executor, ray_address, ray_actors),
+        n_faces=n_faces, progress=False if quiet else None,
     )
-    _print_outcome(run_trend(config))
+    with _quiet_logging(quiet):
+        outcome = run_trend(config)
+    _finish(outcome, fail_on)
 
 
 _COMPARE_EPILOG = """\b
@@ -286,8 +352,9 @@ Examples:
 
 @main.command(epilog=_COMPARE_EPILOG)
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--data", "manifest", required=True, type=click.Path(path_type=Path),
-              help="Manifest (CSV or Parquet): a `path` column, optional `identity`, attribute columns.")
+@click.option("--data", "manifest", default=None, type=click.Path(path_type=Path),
+              help="Manifest (CSV or Parquet): a `path` column, optional `identity`, attribute columns "
+                   "[default: built-in synthetic phantom faces].")
 @click.option("--attrs", required=True, help="Attributes, comma separated (e.g. age,sex,yaw,identity).")
 @click.option("--labels", default=None,
               help="One label per model, comma separated [default: the file names]. The first is the reference.")
@@ -312,12 +379,13 @@ Examples:
 @click.option("--seed", default=0, show_default=True, help="Seed for subsets, splits, critics, pairs and bootstrap.")
 @click.option("--trust-pickle", is_flag=True, help="DANGEROUS: allow full-pickle PyTorch files.")
 @_executor_flags
-def compare(models: tuple[Path, ...], manifest: Path, attrs: str, labels: str | None, layers_spec: str,
+@_pipeline_flags
+def compare(models: tuple[Path, ...], manifest: Path | None, attrs: str, labels: str | None, layers_spec: str,
             estimator: str, identity_estimator: str, seeds: int | None, device: str, target_fmr: float,
             fairness_attrs: str | None, z: float, out_dir: Path, quick: bool, pooling: str, batch_size: int,
             align: bool, backend: str | None, cache_dir: Path | None, max_images: int | None, strict: bool,
             seed: int, trust_pickle: bool, executor: str, ray_address: str | None,
-            ray_actors: int | None) -> None:
+            ray_actors: int | None, n_faces: int | None, fail_on: str | None, quiet: bool) -> None:
     """Compare MODELS side by side on the same faces; write compare.html and compare.json.
 
     Expressivity per matched layer and attribute, verification error rates per
@@ -334,8 +402,11 @@ def compare(models: tuple[Path, ...], manifest: Path, attrs: str, labels: str | 
         quick=quick, pooling=pooling, batch_size=batch_size, align=align, backend=backend, cache_dir=cache_dir,
         max_images=max_images, strict=strict, seed=seed, trust_pickle=trust_pickle,
         executor_options=_executor_options(executor, ray_address, ray_actors),
+        n_faces=n_faces, progress=False if quiet else None,
     )
-    _print_outcome(run_compare(config))
+    with _quiet_logging(quiet):
+        outcome = run_compare(config)
+    _finish(outcome, fail_on)
 
 
 @main.command(epilog="\b\nExamples:\n  faceaudit layers model.onnx\n  faceaudit layers model.pt2 --json\n"
@@ -407,18 +478,21 @@ def _report_kind(path: Path) -> str:
     return data.get("kind", "audit") if isinstance(data, dict) else "audit"
 
 
-@main.command(epilog="\b\nExample:\n  faceaudit report faceaudit-report/report.json --out shared/report.html")
+@main.command(epilog="\b\nExamples:\n  faceaudit report faceaudit-report/report.json --out shared/report.html\n"
+                     "  faceaudit report faceaudit-report/report.json --format md --out MODEL_CARD_bias.md")
 @click.argument("report_json", type=click.Path(path_type=Path))
 @click.option("--out", "out_html", default=None, type=click.Path(path_type=Path),
-              help="Where to write the HTML: a file, or a folder to write report.html (trend.html, compare.html) "
+              help="Where to write it: a file, or a folder to write report.html (report.md, trend.html, ...) "
                    "into [default: beside the JSON].")
+@click.option("--format", "fmt", type=click.Choice(["html", "md"]), default="html", show_default=True,
+              help="html: the full report; md: the GitHub-flavoured Markdown summary for a model card.")
 @click.option("--force", is_flag=True, help="Replace an existing --out file even if it is not a faceaudit report.")
-def report(report_json: Path, out_html: Path | None, force: bool) -> None:
-    """Re-render the HTML report from REPORT_JSON without recomputing anything.
+def report(report_json: Path, out_html: Path | None, fmt: str, force: bool) -> None:
+    """Re-render the HTML report (or its Markdown summary) from REPORT_JSON without recomputing anything.
 
-    The same JSON always gives the same HTML, byte for byte. An existing file
-    is replaced only if it is a faceaudit report (or with --force), never the
-    input itself.
+    The same JSON always gives the same HTML (and Markdown), byte for byte. An
+    existing file is replaced only if it is a faceaudit report of the same
+    format (or with --force), never the input itself.
     """
     from faceaudit._atomic import write_report_text
     from faceaudit.errors import OutputError
@@ -427,21 +501,27 @@ def report(report_json: Path, out_html: Path | None, force: bool) -> None:
     from faceaudit.report.trend_render import load_trend, render_trend_html
 
     kind = _report_kind(report_json)
-    if kind == "trend":
-        html, default_name = render_trend_html(load_trend(report_json)), "trend.html"
+    if fmt == "md":
+        from faceaudit.report.markdown import markdown_name, render_markdown
+
+        data = (load_trend(report_json) if kind == "trend" else load_compare(report_json) if kind == "compare"
+                else load_report(report_json).to_dict())
+        text, default_name = render_markdown(data), markdown_name(data)
+    elif kind == "trend":
+        text, default_name = render_trend_html(load_trend(report_json)), "trend.html"
     elif kind == "compare":
-        html, default_name = render_compare_html(load_compare(report_json)), "compare.html"
+        text, default_name = render_compare_html(load_compare(report_json)), "compare.html"
     else:
-        html, default_name = render_html(load_report(report_json)), "report.html"
+        text, default_name = render_html(load_report(report_json)), "report.html"
     target = out_html or report_json.with_name(default_name)
     if target.is_dir():
         target = target / default_name
     if target.exists() and os.path.samefile(target, report_json):
-        raise OutputError(f"{target} is the input {report_json}; writing the HTML there would destroy it. "
+        raise OutputError(f"{target} is the input {report_json}; writing the {fmt.upper()} there would destroy it. "
                           "Choose another --out.")
-    write_report_text(target, html, kind="html", force=force,
+    write_report_text(target, text, kind=fmt, force=force,
                       fix="Move it away, choose another --out, or pass --force to replace it.")
-    click.echo(f"report: {target}")
+    click.echo(f"{'md' if fmt == 'md' else 'report'}: {target}")
 
 
 @main.command(epilog="\b\nExample:\n  faceaudit demo --out faceaudit-demo && open faceaudit-demo/report.html")

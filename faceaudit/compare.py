@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from faceaudit import __version__
-from faceaudit.audit import ReportOutcome, RunSettings, estimator_settings, model_provenance, prepare_inputs
+from faceaudit.audit import (
+    ReportOutcome,
+    RunSettings,
+    estimator_settings,
+    model_provenance,
+    prepare_inputs,
+    use_default_data,
+)
 from faceaudit.errors import InputError
 from faceaudit.trend import (
     SCHEMA_VERSION,
@@ -192,9 +199,10 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
     if len(files) < 2:
         raise InputError(f"A comparison needs at least two models; got {len(files)}. The first is the reference.")
     labels = model_labels(files, config.labels, "model")
-    manifest, rows, paths, landmarks, warnings = prepare_inputs(config)
     models = open_models(files, labels, backend=config.backend, backend_options=config.backend_options,
                          trust_pickle=config.trust_pickle)
+    config, data_note = use_default_data(config, models[0].input_spec, out_dir)
+    manifest, rows, paths, landmarks, warnings = prepare_inputs(config)
     extra = ["final"] if manifest.identities is not None else []
     layer_rows, method = match_layers(models, labels, config.layers, extra=extra)
     if method == "depth":
@@ -253,6 +261,7 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
             "failed": [{"path": str(p), "reason": r} for p, r in failed[:20]],
             "attributes": attribute_summaries(manifest, used),
             "identity": id_info,
+            **data_note,
         },
         "layer_matching": method,
         "layers": [r.to_dict() for r in sorted(layer_rows, key=lambda r: r.depth)],

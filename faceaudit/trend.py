@@ -31,7 +31,14 @@ from typing import Any
 import numpy as np
 
 from faceaudit import __version__
-from faceaudit.audit import ReportOutcome, RunSettings, estimator_settings, model_provenance, prepare_inputs
+from faceaudit.audit import (
+    ReportOutcome,
+    RunSettings,
+    estimator_settings,
+    model_provenance,
+    prepare_inputs,
+    use_default_data,
+)
 from faceaudit.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -533,9 +540,10 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
     if len(ckpts) < 2:
         raise InputError(f"A trend needs at least two checkpoints; got {len(ckpts)}. Pass them in training order.")
     labels = model_labels(ckpts, config.labels, "checkpoint")
-    manifest, rows, paths, landmarks, warnings = prepare_inputs(config)
     models = open_models(ckpts, labels, backend=config.backend, backend_options=config.backend_options,
                          trust_pickle=config.trust_pickle)
+    config, data_note = use_default_data(config, models[0].input_spec, out_dir)
+    manifest, rows, paths, landmarks, warnings = prepare_inputs(config)
     focus_names = select_layers(models[0], config.layer)
     if len(focus_names) != 1:
         raise InputError(
@@ -578,6 +586,7 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
             "failed": [{"path": str(p), "reason": r} for p, r in failed[:20]],
             "attributes": attribute_summaries(manifest, used),
             "identity": id_info,
+            **data_note,
         },
         "layer_matching": method,
         "focus_layer": focus,

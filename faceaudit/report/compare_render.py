@@ -209,6 +209,7 @@ def build_compare_view(report: Mapping[str, Any]) -> dict[str, Any]:
     data = report["data"]
     return {
         "title": "faceaudit comparison: " + " vs ".join(labels),
+        "synthetic": data.get("statement") if data.get("synthetic") else None,
         "created": report["created"],
         "version": report["faceaudit_version"],
         "schema_version": report["schema_version"],

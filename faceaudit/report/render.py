@@ -346,6 +346,7 @@ def build_view(report: AuditResult | Mapping[str, Any]) -> dict[str, Any]:
         "title": f"faceaudit report: {model_name}",
         "model_name": model_name,
         "demo": result.demo,
+        "synthetic": result.data.extra.get("statement") if result.data.extra.get("synthetic") else None,
         "created": result.created,
         "version": result.faceaudit_version,
         "schema_version": result.schema_version,
@@ -400,7 +401,7 @@ def report_json(report: AuditResult | Mapping[str, Any]) -> str:
 
 
 def write_report(report: AuditResult | Mapping[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write report.html and report.json into `out_dir`; return (html_path, json_path).
+    """Write report.html, report.json and report.md into `out_dir`; return (html_path, json_path).
 
     Both texts are built before anything is written, neither name may hold a
     file that is not a faceaudit report, and each file is written atomically; if the HTML cannot be written, the JSON just written is
@@ -409,6 +410,9 @@ def write_report(report: AuditResult | Mapping[str, Any], out_dir: str | os.Path
     out = Path(out_dir)
     text_json = report_json(report)
     text_html = render_html(json.loads(text_json))
+    from faceaudit.report.markdown import markdown_name, render_markdown
+
+    text_md = render_markdown(json.loads(text_json))
     json_path, html_path = out / REPORT_JSON, out / REPORT_HTML
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -418,6 +422,7 @@ def write_report(report: AuditResult | Mapping[str, Any], out_dir: str | os.Path
         ) from exc
     check_replaceable(json_path, kind="json")
     check_replaceable(html_path, kind="html")
+    check_replaceable(out / markdown_name(json.loads(text_json)), kind="md")
     try:
         atomic_write_text(json_path, text_json)
     except OutputError:
@@ -434,7 +439,12 @@ def write_report(report: AuditResult | Mapping[str, Any], out_dir: str | os.Path
         if isinstance(exc, OutputError):
             raise
         raise OutputError(f"Cannot write {html_path}: {exc.strerror or exc}. Choose a writable output folder (--out).") from exc
-    log.info("wrote %s and %s", html_path, json_path)
+    md_path = out / markdown_name(json.loads(text_json))
+    try:
+        atomic_write_text(md_path, text_md)
+    except OSError as exc:
+        raise OutputError(f"Cannot write {md_path}: {exc.strerror or exc}. Choose a writable output folder (--out).") from exc
+    log.info("wrote %s, %s and %s", html_path, json_path, md_path)
     return html_path, json_path
 
 

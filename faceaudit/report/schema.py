@@ -502,6 +502,24 @@ class AuditResult:
         }
         return _with_extra(base, self.extra)
 
+    def expressivity_frame(self) -> Any:
+        """Expressivity as a pandas DataFrame: one row per layer x attribute, columns named as in report.json."""
+        from faceaudit.report.frames import expressivity_frame
+
+        return expressivity_frame(self.to_dict())
+
+    def fairness_frame(self) -> Any:
+        """Verification fairness as a pandas DataFrame: one row per attribute x group, columns as in report.json."""
+        from faceaudit.report.frames import fairness_frame
+
+        return fairness_frame(self.to_dict())
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the findings and the expressivity heatmap inline."""
+        from faceaudit.report.frames import notebook_html
+
+        return notebook_html(self.to_dict())
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "AuditResult":
         """Validate a report.json dict and build the result; raises ReportError naming the bad key and the fix."""

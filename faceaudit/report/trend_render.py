@@ -88,16 +88,21 @@ def dumps(report: Mapping[str, Any]) -> str:
 
 def write_pair(text_json: str, text_html: str, out_dir: str | os.PathLike[str], json_name: str,
                html_name: str) -> tuple[Path, Path]:
-    """Write the JSON then the HTML atomically; a failed HTML write removes the JSON again. Neither
-    name may hold a file that is not a faceaudit report."""
+    """Write the JSON, the HTML, then the Markdown summary atomically; a failed HTML write removes the JSON
+    again. None of the names may hold a file that is not a faceaudit report."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose a writable --out.") from exc
     json_path, html_path = out / json_name, out / html_name
+    from faceaudit.report.markdown import markdown_name, render_markdown
+
+    report = json.loads(text_json)
+    text_md = render_markdown(report)  # rendered before anything is written
     check_replaceable(json_path, kind="json")
     check_replaceable(html_path, kind="html")
+    check_replaceable(out / markdown_name(report), kind="md")
     atomic_write_text(json_path, text_json)
     try:
         atomic_write_text(html_path, text_html)
@@ -107,6 +112,7 @@ def write_pair(text_json: str, text_html: str, out_dir: str | os.PathLike[str], 
         except OSError:
             pass
         raise
+    atomic_write_text(out / markdown_name(report), text_md)
     return html_path, json_path
 
 
@@ -371,6 +377,7 @@ def build_trend_view(report: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "title": f"faceaudit trend: {len(labels)} checkpoints",
         "demo": bool(report.get("demo")),
+        "synthetic": data.get("statement") if data.get("synthetic") else None,
         "created": report["created"],
         "version": report["faceaudit_version"],
         "schema_version": report["schema_version"],
