@@ -325,7 +325,8 @@ def test_trend_and_compare_pairs_replace_their_own_files_only(tmp_path: Path) ->
     from faceaudit.errors import OutputError
     from faceaudit.report.trend_render import dumps, write_pair
 
-    text_json = dumps({"schema_version": "1.0", "kind": "trend", "faceaudit_version": __version__})
+    text_json = dumps({"schema_version": "1.0", "kind": "trend", "faceaudit_version": __version__,
+                       "settings": {}, "checkpoints": [], "trend": [], "expressivity": []})
     text_html = f'<!DOCTYPE html>\n<html>\n<head>\n<meta name="generator" content="faceaudit {__version__}">\n'
     out = tmp_path / "out"
     write_pair(text_json, text_html, out, "trend.json", "trend.html")
@@ -334,3 +335,7 @@ def test_trend_and_compare_pairs_replace_their_own_files_only(tmp_path: Path) ->
     with pytest.raises(OutputError, match="compare.html is a file that is not a faceaudit HTML report"):
         write_pair(text_json, text_html, out, "compare.json", "compare.html")
     assert (out / "compare.html").read_text() == "<html>my notes</html>\n" and not (out / "compare.json").exists()
+    (out / "trend.md").write_text("# my notes\n")  # the Markdown twin is guarded the same way
+    with pytest.raises(OutputError, match="trend.md is a file that is not a faceaudit MD report"):
+        write_pair(text_json, text_html, out, "trend.json", "trend.html")
+    assert (out / "trend.md").read_text() == "# my notes\n"
