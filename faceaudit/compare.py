@@ -122,7 +122,10 @@ def _group_rates(f: Mapping[str, Any], metric: str) -> dict[str, tuple[float | N
 
 
 def _disparity(f: Mapping[str, Any], metric: str) -> tuple[float | None, float | None, str | None, str | None]:
-    """Worst minus best group rate among groups that are not `small` (or all, when fewer than two remain)."""
+    """Worst minus best group rate among groups that are not `small` (or all, when fewer than two remain).
+
+    Worst and best are None when every rate is the same: a gap of 0 names no group.
+    """
     rates = _group_rates(f, metric)
     usable = {g: r for g, r in rates.items() if r[0] is not None and not r[2]}
     if len(usable) < 2:
@@ -133,7 +136,10 @@ def _disparity(f: Mapping[str, Any], metric: str) -> tuple[float | None, float |
     best = min(usable, key=lambda g: usable[g][0])
     sw, sb = usable[worst][1], usable[best][1]
     se = math.sqrt(sw**2 + sb**2) if sw is not None and sb is not None else None
-    return float(usable[worst][0] - usable[best][0]), se, worst, best
+    gap = float(usable[worst][0] - usable[best][0])
+    if gap == 0:  # every rate equal (all zero, typically): no group is worse than another
+        return gap, se, None, None
+    return gap, se, worst, best
 
 
 def fairness_differences(report: Mapping[str, Any]) -> list[dict[str, Any]]:
