@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from faceaudit import __version__
-from faceaudit.errors import FaceAuditError, InputError, ManifestError, OutputError
+from faceaudit.errors import FaceAuditError, InputError, ManifestError, OutputError, option
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +279,8 @@ def prepare_inputs(config: RunSettings) -> tuple[Any, np.ndarray, list[Path], np
     if config.align:
         if manifest.landmarks is None:
             raise ManifestError(
-                f"--align needs landmark columns lm_x1, lm_y1, ..., lm_x5, lm_y5 in {config.manifest}; "
-                "add them or drop --align."
+                f"{option('--align', 'align=True')} needs landmark columns lm_x1, lm_y1, ..., lm_x5, lm_y5 in "
+                f"{config.manifest}; add them or drop {option('--align', 'align=True')}."
             )
         landmarks = manifest.landmarks[rows]
     return manifest, rows, [manifest.paths[i] for i in rows], landmarks, warnings
@@ -362,8 +362,8 @@ def fairness_by_attribute(manifest: Any, used: np.ndarray, embeddings: np.ndarra
         missing = [p for p in parts if p not in manifest.attributes]
         if missing:
             raise InputError(
-                f"--fairness-attrs names {', '.join(missing)}, which is not among the audited attributes "
-                f"({', '.join(manifest.attributes)}); add it to --attrs."
+                f"{option('--fairness-attrs', 'fairness_attrs')} names {', '.join(missing)}, which is not among "
+                f"the audited attributes ({', '.join(manifest.attributes)}); add it to {option('--attrs', 'attrs')}."
             )
         groups = [manifest.attributes[p].groups[used] for p in parts]
         orders = [manifest.attributes[p].group_order for p in parts]

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from faceaudit import __version__
-from faceaudit.errors import FaceAuditError
+from faceaudit.errors import FaceAuditError, command_line
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -27,7 +27,8 @@ class _AuditGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with command_line():
+                return super().invoke(ctx)
         except FaceAuditError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             ctx.exit(EXIT_USAGE)

@@ -32,7 +32,7 @@ import numpy as np
 
 from faceaudit import __version__
 from faceaudit.audit import ReportOutcome, RunSettings, estimator_settings, prepare_inputs
-from faceaudit.errors import InputError
+from faceaudit.errors import InputError, option
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +102,13 @@ def model_labels(paths: Sequence[Path], labels: Sequence[str] | str | None, what
     if labels:
         out = [str(s).strip() for s in labels]
         if len(out) != len(paths):
+            example = option("comma separated, e.g. --labels 0,25k,50k", "e.g. labels=['0', '25k', '50k']")
             raise InputError(
-                f"--labels gives {len(out)} label(s) for {len(paths)} {what}s; give one label per {what}, "
-                "comma separated, in the same order (e.g. --labels 0,25k,50k)."
+                f"{option('--labels', 'labels')} gives {len(out)} label(s) for {len(paths)} {what}s; give one "
+                f"label per {what}, in the same order ({example})."
             )
         if any(not s for s in out):
-            raise InputError(f"--labels has an empty label; give every {what} a name.")
+            raise InputError(f"{option('--labels', 'labels')} has an empty label; give every {what} a name.")
     else:
         out = [Path(p).stem for p in paths]
         if len(set(out)) < len(out):
@@ -116,7 +117,7 @@ def model_labels(paths: Sequence[Path], labels: Sequence[str] | str | None, what
     if dup:
         raise InputError(
             f"The {what} label(s) {', '.join(map(repr, dup))} repeat; each {what} needs its own label. "
-            "Pass --labels with one distinct label per model file."
+            f"Pass {option('--labels', 'labels=')} with one distinct label per model file."
         )
     return out
 
@@ -536,7 +537,7 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
     focus_names = select_layers(models[0], config.layer)
     if len(focus_names) != 1:
         raise InputError(
-            f"--layer {config.layer!r} names {len(focus_names)} layers of {ckpts[0].name}; name exactly one "
+            f"{option('--layer', 'layer=')} {config.layer!r} names {len(focus_names)} layers of {ckpts[0].name}; name exactly one "
             "(or use 'final' for the embedding)."
         )
     layer_rows, method = match_layers(models, labels, config.layers, extra=[focus_names[0]])

@@ -210,3 +210,32 @@ def test_expressivity_subsample_is_stated(tiny_model: Path, tmp_path: Path) -> N
     assert all(e["n"] == 60 for e in report["expressivity"])
     assert any("subset of 60 of 80" in w for w in report["warnings"])
     assert report["fairness"][0]["n_images"] == 80
+
+
+def test_cli_hints_name_flags_that_exist(tmp_path: Path) -> None:
+    import os
+
+    marker = tmp_path / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save(Evil(), str(evil))
+    result = CliRunner().invoke(main, ["layers", str(evil)])
+    _assert_user_error(result, "refused for safety", "--trust-pickle")
+    assert "trust_pickle=" not in result.output and "factory=" not in result.output and "corrupt" not in result.output
+    assert not marker.exists()
+
+
+def test_cli_names_text_cells_in_a_number_column(tiny_model: Path, tmp_path: Path) -> None:
+    manifest = _tiny_manifest(tmp_path / "data", n_ids=8, per_id=2)
+    df = pd.read_csv(manifest)
+    df["age"] = df["age"].astype(object)
+    df.loc[4, "age"] = "unknown"
+    df.to_csv(manifest, index=False)
+    result = CliRunner().invoke(main, ["run", str(tiny_model), "--data", str(manifest), "--attrs", "age",
+                                       "--out", str(tmp_path / "o")])
+    _assert_user_error(result, "row 5 ('unknown')", "age:categorical")
+    assert "merge rare" not in result.output

@@ -15,7 +15,7 @@ from faceaudit import registry
 from faceaudit.backends.base import Backend, BackendInfo, InputSpec, LayerInfo, file_sha256
 from faceaudit.backends.pooling import FLATTEN_MAX_DIM, POOLINGS, parse_pooling, pool, pooled_dim
 from faceaudit.backends.selection import layer_table, select_layers
-from faceaudit.errors import ModelError, PluginError
+from faceaudit.errors import ModelError, PluginError, option
 
 __all__ = [
     "Backend",
@@ -79,7 +79,7 @@ def backend_for_path(path: str | Path) -> str:
     if not matches:
         raise ModelError(
             f"No installed backend opens {Path(path).name!r} (known suffixes: {', '.join(sorted(set(known)))}). "
-            "Pass backend=NAME (--backend), or install a backend plugin for this format."
+            f"Pass {option('--backend NAME', 'backend=NAME')}, or install a backend plugin for this format."
         )
     return sorted(matches)[0][1]
 
