@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,20 @@ from faceaudit.errors import FaceAuditError, command_line
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
+# Terminal escape sequences (CSI, OSC, other ESC sequences, 8-bit CSI) and the remaining control characters
+# but tab and newline: manifest cells, file names and layer names reach the terminal only as plain text.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x9b[0-?]*[ -/]*[@-~]|\x1b[@-_]?")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """`text` without terminal escape sequences and control characters, so printing it cannot drive the terminal."""
+    return _CONTROL.sub("", _ESCAPES.sub("", text))
+
+
+def _echo(text: str, **kwargs: Any) -> None:
+    click.echo(_printable(text), **kwargs)
+
 
 class _AuditGroup(click.Group):
     """A click group that turns library errors into exit codes without tracebacks."""
@@ -30,7 +45,7 @@ class _AuditGroup(click.Group):
             with command_line():
                 return super().invoke(ctx)
         except FaceAuditError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(_printable(f"error: {exc}"), fg="red", err=True)
             ctx.exit(EXIT_USAGE)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
@@ -45,7 +60,7 @@ class _AuditGroup(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             click.secho(
-                f"failure: {type(exc).__name__}: {exc} (rerun with `faceaudit --debug ...` for the traceback)",
+                _printable(f"failure: {type(exc).__name__}: {exc} (rerun with `faceaudit --debug ...` for the traceback)"),
                 fg="red",
                 err=True,
             )
@@ -205,10 +220,10 @@ def run(model: Path, manifest: Path, attrs: str, layers_spec: str, estimator: st
 
 
 def _print_outcome(outcome: Any) -> None:
-    click.echo(f"report: {outcome.html_path}")
-    click.echo(f"json:   {outcome.json_path}")
+    _echo(f"report: {outcome.html_path}")
+    _echo(f"json:   {outcome.json_path}")
     for line in outcome.findings[:5]:
-        click.echo(f"  - {line}")
+        _echo(f"  - {line}")
 
 
 _TREND_EPILOG = """\b
@@ -348,15 +363,15 @@ def layers(model: Path, backend: str | None, as_json: bool, trust_pickle: bool) 
     options: dict[str, Any] = {"trust_pickle": True} if trust_pickle else {}
     table = layer_table(open_model(model, backend=backend, **options))
     if as_json:
-        click.echo(json.dumps(table, indent=2))
+        _echo(json.dumps(table, indent=2))
         return
     width = max([len(r["name"]) for r in table] + [4])
-    click.echo(f"{'auto':4}  {'name':{width}}  {'kind':14}  shape")
+    _echo(f"{'auto':4}  {'name':{width}}  {'kind':14}  shape")
     for row in table:
         mark = " *" if row.get("auto") else ""
         shape = "x".join("N" if s is None else str(s) for s in row["shape"]) if row.get("shape") else "?"
-        click.echo(f"{mark:4}  {row['name']:{width}}  {str(row.get('kind', '')):14}  {shape}")
-    click.echo(f"\n{len(table)} layers; * = picked by --layers auto")
+        _echo(f"{mark:4}  {row['name']:{width}}  {str(row.get('kind', '')):14}  {shape}")
+    _echo(f"\n{len(table)} layers; * = picked by --layers auto")
 
 
 @main.command()
@@ -370,16 +385,16 @@ def plugins() -> None:
     from faceaudit.registry import BACKENDS, ESTIMATORS, list_plugins
 
     for title, group in (("backends", BACKENDS), ("estimators", ESTIMATORS)):
-        click.echo(f"{title}:")
+        _echo(f"{title}:")
         for p in list_plugins(group):
-            click.echo(f"  {p.name:10} {p.distribution} {p.version}  ({p.value})")
+            _echo(f"  {p.name:10} {p.distribution} {p.version}  ({p.value})")
 
 
 def _report_kind(path: Path) -> str:
     """The `kind` of a report JSON (audit, trend or compare); the loaders validate the rest."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return "audit"  # let the audit loader raise its precise error
     return data.get("kind", "audit") if isinstance(data, dict) else "audit"
 
@@ -407,7 +422,7 @@ def report(report_json: Path, out_html: Path | None) -> None:
         html, default_name = render_html(load_report(report_json)), "report.html"
     target = out_html or report_json.with_name(default_name)
     atomic_write_text(target, html)
-    click.echo(f"report: {target}")
+    _echo(f"report: {target}")
 
 
 @main.command(epilog="\b\nExample:\n  faceaudit demo --out faceaudit-demo && open faceaudit-demo/report.html")
@@ -429,7 +444,7 @@ def demo(out_dir: Path, seed: int) -> None:
     outcome = run_demo(out_dir, seed=seed)
     _print_outcome(outcome)
     if outcome.trend is not None:
-        click.echo(f"trend:  {outcome.trend.html_path}")
+        _echo(f"trend:  {outcome.trend.html_path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

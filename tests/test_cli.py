@@ -239,3 +239,44 @@ def test_cli_names_text_cells_in_a_number_column(tiny_model: Path, tmp_path: Pat
                                        "--out", str(tmp_path / "o")])
     _assert_user_error(result, "row 5 ('unknown')", "age:categorical")
     assert "merge rare" not in result.output
+
+
+@pytest.mark.parametrize("kind", ["list", "object", "inside a valid report"])
+def test_report_of_deeply_nested_json_is_a_user_error(tmp_path: Path, kind: str) -> None:
+    from test_report_data import full_report
+
+    depth = 100_000
+    p = tmp_path / "report.json"
+    if kind == "list":
+        p.write_text("[" * depth + "]" * depth, encoding="utf-8")
+    elif kind == "object":
+        p.write_text('{"a":' * depth + "1" + "}" * depth, encoding="utf-8")
+    else:
+        text = json.dumps(full_report())
+        p.write_text(text[:-1] + ', "extra": ' + "[" * depth + "]" * depth + "}", encoding="utf-8")
+    result = CliRunner().invoke(main, ["report", str(p)])
+    _assert_user_error(result, "report.json", "nested")
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_terminal_control_characters_from_the_manifest_are_not_printed(tiny_model: Path, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from faceaudit.cli import _print_outcome
+
+    manifest = _tiny_manifest(tmp_path / "data", n_ids=4, per_id=2)
+    df = pd.read_csv(manifest)
+    df.loc[1, "path"] = "img/\x1b]0;owned\x07\x1b[2J\x1b[31mred\x9b1m.png"  # missing file with escapes in its name
+    df.to_csv(manifest, index=False)
+    result = CliRunner().invoke(main, ["run", str(tiny_model), "--data", str(manifest), "--attrs", "sex",
+                                       "--out", str(tmp_path / "o")])
+    _assert_user_error(result, "not found", "red")
+    assert not any(c in result.output for c in "\x1b\x07\x9b"), repr(result.output)
+    # findings carry group labels from the manifest
+    outcome = SimpleNamespace(html_path=tmp_path / "r.html", json_path=tmp_path / "r.json",
+                              findings=["HIGH: FNMR for \x1b[2Jfemale\r\x08 is 2.0x that of male"])
+    runner = CliRunner()
+    with runner.isolation() as (out, _err, *_):
+        _print_outcome(outcome)
+    printed = out.getvalue().decode()
+    assert "FNMR for female is 2.0x" in printed and "\x1b" not in printed and "\r" not in printed

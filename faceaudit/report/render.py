@@ -451,7 +451,18 @@ def load_report(path: str | os.PathLike[str]) -> AuditResult:
         ) from exc
     except ValueError as exc:
         raise ReportError(f"report file {p} holds {exc}; report.json must not contain NaN or Infinity. Regenerate it.") from exc
+    except RecursionError:
+        raise ReportError(_too_deep(p, "run")) from None
     try:
         return AuditResult.from_dict(data)
     except ReportError as exc:
         raise ReportError(f"{p}: {exc}") from exc
+    except RecursionError:
+        raise ReportError(_too_deep(p, "run")) from None
+
+
+def _too_deep(path: Path, command: str) -> str:
+    return (
+        f"report file {path} is nested too deeply to be a faceaudit report (lists or objects inside one another "
+        f"beyond Python's recursion limit); regenerate it with `faceaudit {command}`."
+    )

@@ -124,6 +124,11 @@ def load_json(path: str | os.PathLike[str], kind: str, default_name: str, requir
         raise ReportError(f"cannot read {p}: {exc}. Check the path and its permissions.") from exc
     except ValueError as exc:
         raise ReportError(f"{p} is not valid JSON ({exc}); regenerate it with `faceaudit {kind}`.") from exc
+    except RecursionError:
+        raise ReportError(
+            f"{p} is nested too deeply to be a faceaudit report (lists or objects inside one another beyond "
+            f"Python's recursion limit); regenerate it with `faceaudit {kind}`."
+        ) from None
     check(data, kind, required, str(p))
     return data
 
