@@ -153,11 +153,13 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     from faceaudit.expressivity import estimate_many
     from faceaudit.features import extract_features, subsample_rows
     from faceaudit.report import render_findings, render_html, write_report
+    from faceaudit.report.render import discard_previous, set_aside_previous
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     out_dir = Path(config.out_dir)
     check_out_dir(out_dir)
+    previous = set_aside_previous(out_dir)  # an unfinished run must not leave the last report looking like its own
 
     manifest, rows, paths, landmarks, warnings = prepare_inputs(config)
     options = dict(config.backend_options)
@@ -259,6 +261,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     timings["report_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     html_path, json_path = write_report(report, out_dir)
+    discard_previous(previous)
     return AuditOutcome(html_path, json_path, report, render_findings(report))
 
 

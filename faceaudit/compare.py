@@ -188,12 +188,14 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
     this module's docstring.
     """
     from faceaudit.audit import check_out_dir, fairness_by_attribute
-    from faceaudit.report.compare_render import render_compare_findings, write_compare
+    from faceaudit.report.compare_render import COMPARE_HTML, COMPARE_JSON, render_compare_findings, write_compare
+    from faceaudit.report.render import discard_previous, set_aside_previous
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     out_dir = Path(config.out_dir)
     check_out_dir(out_dir)
+    previous = set_aside_previous(out_dir, (COMPARE_HTML, COMPARE_JSON))
     files = [Path(p) for p in config.models]
     if len(files) < 2:
         raise InputError(f"A comparison needs at least two models; got {len(files)}. The first is the reference.")
@@ -294,6 +296,7 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
     report["fairness_differences"] = fairness_differences(report)
     timings["total_s"] = time.perf_counter() - t0
     html_path, json_path = write_compare(report, out_dir)
+    discard_previous(previous)
     return CompareOutcome(html_path, json_path, report, render_compare_findings(report))
 
 

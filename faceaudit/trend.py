@@ -521,12 +521,14 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
     """
     from faceaudit.audit import check_out_dir
     from faceaudit.backends import select_layers
-    from faceaudit.report.trend_render import render_trend_findings, write_trend
+    from faceaudit.report.render import discard_previous, set_aside_previous
+    from faceaudit.report.trend_render import TREND_HTML, TREND_JSON, render_trend_findings, write_trend
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     out_dir = Path(config.out_dir)
     check_out_dir(out_dir)
+    previous = set_aside_previous(out_dir, (TREND_HTML, TREND_JSON))
     ckpts = [Path(p) for p in config.checkpoints]
     if len(ckpts) < 2:
         raise InputError(f"A trend needs at least two checkpoints; got {len(ckpts)}. Pass them in training order.")
@@ -606,6 +608,7 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
     report["trend"] = summarize_trend(report)
     timings["total_s"] = time.perf_counter() - t0
     html_path, json_path = write_trend(report, out_dir)
+    discard_previous(previous)
     return TrendOutcome(html_path, json_path, report, render_trend_findings(report))
 
 

@@ -280,3 +280,30 @@ def test_terminal_control_characters_from_the_manifest_are_not_printed(tiny_mode
         _print_outcome(outcome)
     printed = out.getvalue().decode()
     assert "FNMR for female is 2.0x" in printed and "\x1b" not in printed and "\r" not in printed
+
+
+def test_a_new_run_sets_the_previous_report_aside(tiny_model: Path, tmp_path: Path) -> None:
+    from test_report_data import full_report
+
+    from faceaudit.report import write_report
+    from faceaudit.report.render import discard_previous, set_aside_previous
+
+    out = tmp_path / "o"
+    write_report(full_report(), out)  # a complete report from an earlier run
+    before = (out / "report.html").read_bytes()
+    manifest = _tiny_manifest(tmp_path / "data", n_ids=4, per_id=2)
+    result = CliRunner().invoke(main, ["run", str(tiny_model), "--data", str(manifest), "--attrs", "sexx",
+                                       "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    # the failed run leaves no report.html that looks like its own; the earlier one is kept, renamed
+    assert not (out / "report.html").exists() and not (out / "report.json").exists()
+    assert (out / "report.previous.html").read_bytes() == before and (out / "report.previous.json").exists()
+    # files that are not faceaudit's own are never moved or removed
+    (out / "report.html").write_text("<p>my notes</p>")
+    (out / "report.json").symlink_to(out / "report.previous.json")
+    assert set_aside_previous(out) == []
+    assert (out / "report.html").read_text() == "<p>my notes</p>" and (out / "report.json").is_symlink()
+    discard_previous([out / "report.html"])
+    assert (out / "report.html").exists()
+    discard_previous([out / "report.previous.html"])
+    assert not (out / "report.previous.html").exists()

@@ -9,11 +9,12 @@ and a missing value fails loudly instead of rendering blank.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -425,6 +426,66 @@ def write_report(report: AuditResult | Mapping[str, Any], out_dir: str | os.Path
         raise OutputError(f"Cannot write {html_path}: {exc.strerror or exc}. Choose a writable output folder (--out).") from exc
     log.info("wrote %s and %s", html_path, json_path)
     return html_path, json_path
+
+
+PREVIOUS = "previous"
+"""Infix of a set-aside earlier report: report.html -> report.previous.html."""
+
+
+def _previous_name(name: str) -> str:
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}.{PREVIOUS}.{ext}" if dot else f"{name}.{PREVIOUS}"
+
+
+def _is_own_report(path: Path) -> bool:
+    """True for a regular file (not a link) that faceaudit wrote: a JSON object naming its faceaudit_version,
+    or HTML carrying faceaudit's generator tag."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return False
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    if path.suffix == ".json":
+        return head.lstrip().startswith(b"{") and b'"faceaudit_version"' in head
+    return b'<meta name="generator" content="faceaudit ' in head
+
+
+def set_aside_previous(out_dir: str | os.PathLike[str], names: Sequence[str] = (REPORT_HTML, REPORT_JSON)) -> list[Path]:
+    """Rename the report an earlier run left in `out_dir` (report.html -> report.previous.html, and the JSON).
+
+    Why: a new run that is interrupted or fails must not leave the earlier,
+    complete report in place as if it were its own result. Only faceaudit's own
+    files move (see `_is_own_report`); a file of someone else's, or a link, is
+    left alone. Returns the set-aside paths, for `discard_previous` once the new
+    report is written.
+    """
+    out = Path(out_dir)
+    moved = []
+    for name in names:
+        src, dst = out / name, out / _previous_name(name)
+        if not _is_own_report(src):
+            continue
+        if (dst.exists() or dst.is_symlink()) and not _is_own_report(dst):
+            continue  # never replace a file that is not ours; the earlier report stays, as before
+        try:
+            os.replace(src, dst)
+        except OSError as exc:
+            log.warning("could not set aside the earlier report %s: %s", src, exc)
+            continue
+        moved.append(dst)
+    if moved:
+        log.info("the earlier report in %s was renamed to %s until this run finishes", out, ", ".join(p.name for p in moved))
+    return moved
+
+
+def discard_previous(paths: Sequence[Path]) -> None:
+    """Remove the earlier report set aside by `set_aside_previous`, now that the new one is written."""
+    for p in paths:
+        if _is_own_report(p):
+            with contextlib.suppress(OSError):
+                p.unlink()
 
 
 def _reject_constant(name: str) -> Any:
