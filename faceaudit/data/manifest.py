@@ -66,6 +66,8 @@ def _read_table(path: Path) -> Any:
     if not path.is_file():
         raise ManifestError(f"manifest {path} is not a file; pass the path of a .csv or .parquet file")
     suffix = path.suffix.lower()
+    if path.stat().st_size == 0:
+        raise ManifestError(f"manifest {path} is empty; it needs a header line (with a `path` column) and one row per image")
     try:
         if suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path)
@@ -102,7 +104,7 @@ def _check_delimiter(path: Path, suffix: str) -> None:
     whole header becomes one column, and every later message would be misleading.
     """
     try:
-        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
             header = fh.readline(65536).rstrip("\r\n")
     except OSError:
         return

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +111,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON number {name}")
 
 
-def load_json(path: str | os.PathLike[str], kind: str, default_name: str, required: Sequence[str]) -> dict[str, Any]:
-    """Read and check a trend.json / compare.json: valid JSON, the right kind, a supported schema, the keys."""
+_LAYOUT_ERRORS = (TypeError, KeyError, IndexError, AttributeError, ValueError, ArithmeticError, RecursionError,
+                  jinja2.TemplateError)
+
+
+def load_json(path: str | os.PathLike[str], kind: str, default_name: str, required: Sequence[str],
+              render: Callable[[Mapping[str, Any]], str] | None = None) -> dict[str, Any]:
+    """Read and check a trend.json / compare.json: valid JSON, the right kind, a supported schema, the keys.
+
+    With `render`, the file is also rendered once: its nested values are checked by the one code that
+    reads them, so a hand-edited or damaged file is a ReportError naming the file, never a traceback.
+    """
     p = Path(path)
     if p.is_dir():
         p = p / default_name
@@ -130,6 +139,14 @@ def load_json(path: str | os.PathLike[str], kind: str, default_name: str, requir
             f"Python's recursion limit); regenerate it with `faceaudit {kind}`."
         ) from None
     check(data, kind, required, str(p))
+    if render is not None:
+        try:
+            render(data)
+        except _LAYOUT_ERRORS as exc:
+            raise ReportError(
+                f"{p} does not follow the {default_name} layout ({type(exc).__name__}: {str(exc)[:200]}); "
+                f"regenerate it with `faceaudit {kind}`."
+            ) from None
     return data
 
 
@@ -439,7 +456,7 @@ def write_trend(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> t
 
 def load_trend(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check a trend.json (a file or the folder holding it), e.g. to re-render it."""
-    return load_json(path, "trend", TREND_JSON, REQUIRED)
+    return load_json(path, "trend", TREND_JSON, REQUIRED, render_trend_html)
 
 
 __all__ = [
