@@ -265,3 +265,10 @@ def test_missing_files_hint_names_the_python_argument_only_in_python(tmp_path: P
     with command_line(), pytest.raises(ManifestError) as err:
         load_manifest(path, "sex")
     assert "check_files" not in str(err.value) and "row 3: img/002.jpg" in str(err.value)
+
+
+def test_empty_manifest_says_so(tmp_path: Path) -> None:
+    p = tmp_path / "faces.csv"
+    p.write_bytes(b"")
+    with pytest.raises(ManifestError, match="faces.csv is empty"):
+        load_manifest(p, "sex")
