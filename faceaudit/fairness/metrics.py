@@ -73,7 +73,7 @@ def _floored_ratio(rates: Sequence[float], n_pairs: Sequence[int]) -> tuple[floa
     if vals[worst] == vals[best]:
         return 1.0, None, None
     ns = list(n_pairs)
-    return max(1.0, floored(vals[worst], ns[worst]) / floored(vals[best], ns[best])), worst, best
+    return float(max(1.0, floored(vals[worst], ns[worst]) / floored(vals[best], ns[best]))), worst, best
 
 
 def disparity(rates: dict[str, float], n_pairs: dict[str, int]) -> dict[str, Any]:
