@@ -21,7 +21,7 @@ from typing import Any
 import jinja2
 
 from faceaudit._atomic import atomic_write_text
-from faceaudit.errors import OutputError
+from faceaudit.errors import OutputError, option
 from faceaudit.report import charts
 from faceaudit.report.findings import (
     DEFAULT_TOLERANCE_RATIO,
@@ -406,14 +406,14 @@ def write_report(report: AuditResult | Mapping[str, Any], out_dir: str | os.Path
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(
-            f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose a writable output folder (--out)."
+            f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose a writable output folder ({option('--out', 'out_dir=')})."
         ) from exc
     try:
         atomic_write_text(json_path, text_json)
     except OutputError:
         raise
     except OSError as exc:
-        raise OutputError(f"Cannot write {json_path}: {exc.strerror or exc}. Choose a writable output folder (--out).") from exc
+        raise OutputError(f"Cannot write {json_path}: {exc.strerror or exc}. Choose a writable output folder ({option('--out', 'out_dir=')}).") from exc
     try:
         atomic_write_text(html_path, text_html)
     except (OSError, OutputError) as exc:
@@ -423,7 +423,7 @@ def write_report(report: AuditResult | Mapping[str, Any], out_dir: str | os.Path
             log.warning("could not remove %s after a failed write", json_path)
         if isinstance(exc, OutputError):
             raise
-        raise OutputError(f"Cannot write {html_path}: {exc.strerror or exc}. Choose a writable output folder (--out).") from exc
+        raise OutputError(f"Cannot write {html_path}: {exc.strerror or exc}. Choose a writable output folder ({option('--out', 'out_dir=')}).") from exc
     log.info("wrote %s and %s", html_path, json_path)
     return html_path, json_path
 

@@ -36,7 +36,7 @@ from typing import Any
 import jinja2
 
 from faceaudit._atomic import atomic_write_text
-from faceaudit.errors import OutputError
+from faceaudit.errors import OutputError, option
 from faceaudit.report import charts
 from faceaudit.report.render import template_environment
 from faceaudit.report.findings import Finding, above_null, null_top, strength, strength_words
@@ -93,7 +93,7 @@ def write_pair(text_json: str, text_html: str, out_dir: str | os.PathLike[str], 
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose a writable --out.") from exc
+        raise OutputError(f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose a writable output folder ({option('--out', 'out_dir=')}).") from exc
     json_path, html_path = out / json_name, out / html_name
     atomic_write_text(json_path, text_json)
     try:
