@@ -131,3 +131,16 @@ def test_report_written_before_the_fix_still_gets_no_self_comparison() -> None:
     texts = [f.text for f in compute_findings(d)]
     assert not any("that of female" in t for t in texts)
     assert any("no false matches were observed in any group" in t for t in texts)
+
+
+def test_ratio_against_a_zero_group_is_worst_over_the_best_groups_floor() -> None:
+    # the best group has no false match in 50 pairs (floor 0.5/50 = 0.01), the worst 0.1% in 10,000 pairs:
+    # a written ratio of 10 (the floor over the worst rate) is no evidence of a 10x gap
+    d = full_report()
+    f = d["fairness"][0]
+    f["groups"][0].update(fmr=0.001, fmr_ci=[0.0005, 0.0015], n_impostor_pairs=10_000)
+    f["groups"][1].update(fmr=0.0, fmr_ci=[0.0, 0.06], n_impostor_pairs=50)
+    f["disparities"]["fmr"].update(max_min_ratio=10.0, worst_group="female", best_group="male")
+    texts = [x.text for x in compute_findings(d)]
+    assert not any(t.startswith("FMR for female is 10.0×") for t in texts), texts
+    assert any("FMR (max ratio 1.00×)" in t for t in texts), texts

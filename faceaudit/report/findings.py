@@ -220,8 +220,11 @@ def disparity(f: Mapping[str, Any], metric: str) -> dict[str, Any] | None:
         best = min(vals, key=lambda g: vals[g])
         ratio = None
     w, b = rows[str(worst)], rows[str(best)]
+    nb = b.get(_pairs_key(metric))
     if ratio is None:
         ratio = hi / lo if lo > 0 else math.inf
+    elif lo == 0 and isinstance(nb, int) and nb > 0:
+        ratio = max(1.0, hi / (0.5 / nb))  # the fairness room's floored ratio, worst over best
     wci, bci = w.get(f"{metric}_ci"), b.get(f"{metric}_ci")
     separated = bool(
         isinstance(wci, (list, tuple))
