@@ -121,6 +121,8 @@ def test_direct_construction_validates_entries() -> None:
         (("fairness", 0, "disparities", "fmr", "ratio_to_best"), {"female": "big"}, "ratio_to_best"),
         (("expressivity", 0, "curves", "train"), [0.0, "x"], "expressivity[0].curves.train"),
         (("expressivity", 0, "warnings"), [1, 2], "expressivity[0].warnings"),
+        (("fairness", 0, "warnings"), 5, "fairness[0].warnings"),
+        (("data", "attributes", 0), [], "data.attributes[0]"),
     ],
 )
 def test_nested_values_of_the_wrong_type_name_their_key(where, value, key) -> None:

@@ -280,6 +280,8 @@ class AttributeSummary:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str) -> "AttributeSummary":
         """Validate and build from the report.json layout."""
+        if not isinstance(d, Mapping):
+            raise ReportError(f"report '{where}' must be an object (dict), got {type(d).__name__}. {_FIX}")
         groups = []
         for i, g in enumerate(_list(d, "groups", where) if d.get("groups") is not None else []):
             gw = f"{where}.groups[{i}]"
@@ -445,6 +447,9 @@ def _check_fairness(f: Any, where: str) -> Mapping[str, Any]:
     for key in ("disparities", "summary", "cross_group_fmr", "settings"):
         if f.get(key) is not None:
             _map(f, key, where)
+    fw = f.get("warnings")
+    if fw is not None and (not isinstance(fw, (list, tuple)) or not all(isinstance(x, str) for x in fw)):
+        raise ReportError(f"report key '{where}.warnings' must be a list of strings. {_FIX}")
     for metric, d in (f.get("disparities") or {}).items():
         dw = f"{where}.disparities.{metric}"
         if not isinstance(d, Mapping):
