@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from faceaudit import __version__
-from faceaudit.errors import FaceAuditError, InputError, ManifestError, OutputError
+from faceaudit.errors import FaceAuditError, InputError, ManifestError, OutputError, option
 
 log = logging.getLogger(__name__)
 
@@ -212,12 +212,15 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     from faceaudit.features import extract_features, subsample_rows
     from faceaudit._progress import stage_line
     from faceaudit.report import render_findings, render_html, write_report
-    from faceaudit.report.render import REPORT_HTML, REPORT_JSON
+    from faceaudit.report.markdown import MARKDOWN_NAMES
+    from faceaudit.report.render import REPORT_HTML, REPORT_JSON, discard_previous, set_aside_previous
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     out_dir = Path(config.out_dir)
-    check_out_dir(out_dir, (REPORT_JSON, REPORT_HTML))
+    outputs = (REPORT_HTML, REPORT_JSON, MARKDOWN_NAMES["audit"])
+    check_out_dir(out_dir, outputs)
+    previous = set_aside_previous(out_dir, outputs)  # an unfinished run must not leave the last report looking like its own
 
     options = dict(config.backend_options)
     if config.trust_pickle:
@@ -325,6 +328,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     timings["report_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     html_path, json_path = write_report(report, out_dir)
+    discard_previous(previous)
     return AuditOutcome(html_path, json_path, report, render_findings(report))
 
 
@@ -370,8 +374,8 @@ def prepare_inputs(config: RunSettings) -> tuple[Any, np.ndarray, list[Path], np
     if config.align:
         if manifest.landmarks is None:
             raise ManifestError(
-                f"--align needs landmark columns lm_x1, lm_y1, ..., lm_x5, lm_y5 in {config.manifest}; "
-                "add them or drop --align."
+                f"{option('--align', 'align=True')} needs landmark columns lm_x1, lm_y1, ..., lm_x5, lm_y5 in "
+                f"{config.manifest}; add them or drop {option('--align', 'align=True')}."
             )
         landmarks = manifest.landmarks[rows]
     return manifest, rows, [manifest.paths[i] for i in rows], landmarks, warnings
@@ -453,8 +457,8 @@ def fairness_by_attribute(manifest: Any, used: np.ndarray, embeddings: np.ndarra
         missing = [p for p in parts if p not in manifest.attributes]
         if missing:
             raise InputError(
-                f"--fairness-attrs names {', '.join(missing)}, which is not among the audited attributes "
-                f"({', '.join(manifest.attributes)}); add it to --attrs."
+                f"{option('--fairness-attrs', 'fairness_attrs')} names {', '.join(missing)}, which is not among "
+                f"the audited attributes ({', '.join(manifest.attributes)}); add it to {option('--attrs', 'attrs')}."
             )
         groups = [manifest.attributes[p].groups[used] for p in parts]
         orders = [manifest.attributes[p].group_order for p in parts]

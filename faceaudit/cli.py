@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +21,23 @@ from typing import Any
 import click
 
 from faceaudit import __version__
-from faceaudit.errors import BackendError, FaceAuditError
+from faceaudit.errors import BackendError, FaceAuditError, command_line
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+# Terminal escape sequences (CSI, OSC, other ESC sequences, 8-bit CSI) and the remaining control characters
+# but tab and newline: manifest cells, file names and layer names reach the terminal only as plain text.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x9b[0-?]*[ -/]*[@-~]|\x1b[@-_]?")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """`text` without terminal escape sequences and control characters, so printing it cannot drive the terminal."""
+    return _CONTROL.sub("", _ESCAPES.sub("", text))
+
+
+def _echo(text: str, **kwargs: Any) -> None:
+    click.echo(_printable(text), **kwargs)
 
 
 class _AuditGroup(click.Group):
@@ -30,9 +45,10 @@ class _AuditGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with command_line():
+                return super().invoke(ctx)
         except FaceAuditError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(_printable(f"error: {exc}"), fg="red", err=True)
             ctx.exit(EXIT_USAGE)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
@@ -52,7 +68,7 @@ class _AuditGroup(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             click.secho(
-                f"failure: {type(exc).__name__}: {exc} (rerun with `faceaudit --debug ...` for the traceback)",
+                _printable(f"failure: {type(exc).__name__}: {exc} (rerun with `faceaudit --debug ...` for the traceback)"),
                 fg="red",
                 err=True,
             )
@@ -265,15 +281,15 @@ def run(model: Path, manifest: Path | None, attrs: str, layers_spec: str, estima
 def _print_outcome(outcome: Any) -> None:
     from faceaudit.report.markdown import markdown_name
 
-    click.echo(f"report: {outcome.html_path}")
-    click.echo(f"json:   {outcome.json_path}")
+    _echo(f"report: {outcome.html_path}")
+    _echo(f"json:   {outcome.json_path}")
     md = Path(outcome.html_path).with_name(markdown_name(getattr(outcome, "report", None) or {}))
     if md.is_file():
-        click.echo(f"md:     {md}")
+        _echo(f"md:     {md}")
     if ((getattr(outcome, "report", None) or {}).get("data") or {}).get("synthetic"):
-        click.echo("data:   built-in synthetic phantom faces (no --data): a first look, not evidence about real people")
+        _echo("data:   built-in synthetic phantom faces (no --data): a first look, not evidence about real people")
     for line in outcome.findings[:5]:
-        click.echo(f"  - {line}")
+        _echo(f"  - {line}")
 
 
 _TREND_EPILOG = """\b
@@ -430,19 +446,19 @@ def layers(model: Path, backend: str | None, pooling: str, as_json: bool, trust_
     options: dict[str, Any] = {"trust_pickle": True} if trust_pickle else {}
     table = layer_table(open_model(model, backend=backend, **options), pooling=pooling)
     if as_json:
-        click.echo(json.dumps(table, indent=2))
+        _echo(json.dumps(table, indent=2))
         return
     width = max([len(r["name"]) for r in table] + [4])
     shapes = ["x".join("N" if s is None else str(s) for s in r["shape"]) if r.get("shape") else "?" for r in table]
     swidth = max([len(s) for s in shapes] + [5])
-    click.echo(f"{'auto':4}  {'name':{width}}  {'kind':14}  {'shape':{swidth}}  {'dim':>7}  depth")
+    _echo(f"{'auto':4}  {'name':{width}}  {'kind':14}  {'shape':{swidth}}  {'dim':>7}  depth")
     for row, shape in zip(table, shapes):
         mark = " *" if row.get("auto") else ""
         dim = "?" if row.get("dim") is None else str(row["dim"])
         final = "  (final)" if row.get("final") else ""
-        click.echo(f"{mark:4}  {row['name']:{width}}  {str(row.get('kind', '')):14}  {shape:{swidth}}  {dim:>7}  "
+        _echo(f"{mark:4}  {row['name']:{width}}  {str(row.get('kind', '')):14}  {shape:{swidth}}  {dim:>7}  "
                    f"{row['depth']:.2f}{final}")
-    click.echo(f"\n{len(table)} layers; * = picked by --layers auto; dim = features per image with "
+    _echo(f"\n{len(table)} layers; * = picked by --layers auto; dim = features per image with "
                f"--pooling {pooling}; depth: 0 = input .. 1 = output")
 
 
@@ -458,22 +474,22 @@ def plugins() -> None:
     from faceaudit.backends import list_backends
     from faceaudit.registry import ESTIMATORS, list_plugins
 
-    click.echo("backends:")
+    _echo("backends:")
     for b in list_backends():
         suffixes = " ".join(b.suffixes) if b.error is None else "(failed to load)"
-        click.echo(f"  {b.name:10} {suffixes:24} {b.distribution} {b.version}  ({b.value})")
+        _echo(f"  {b.name:10} {suffixes:24} {b.distribution} {b.version}  ({b.value})")
         if b.error is not None:
-            click.echo(f"             {b.error}")
-    click.echo("estimators:")
+            _echo(f"             {b.error}")
+    _echo("estimators:")
     for p in list_plugins(ESTIMATORS):
-        click.echo(f"  {p.name:10} {p.distribution} {p.version}  ({p.value})")
+        _echo(f"  {p.name:10} {p.distribution} {p.version}  ({p.value})")
 
 
 def _report_kind(path: Path) -> str:
     """The `kind` of a report JSON (audit, trend or compare); the loaders validate the rest."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return "audit"  # let the audit loader raise its precise error
     return data.get("kind", "audit") if isinstance(data, dict) else "audit"
 
@@ -521,7 +537,7 @@ def report(report_json: Path, out_html: Path | None, fmt: str, force: bool) -> N
                           "Choose another --out.")
     write_report_text(target, text, kind=fmt, force=force,
                       fix="Move it away, choose another --out, or pass --force to replace it.")
-    click.echo(f"{'md' if fmt == 'md' else 'report'}: {target}")
+    _echo(f"{'md' if fmt == 'md' else 'report'}: {target}")
 
 
 @main.command(epilog="\b\nExample:\n  faceaudit demo --out faceaudit-demo && open faceaudit-demo/report.html")
@@ -543,7 +559,7 @@ def demo(out_dir: Path, seed: int) -> None:
     outcome = run_demo(out_dir, seed=seed)
     _print_outcome(outcome)
     if outcome.trend is not None:
-        click.echo(f"trend:  {outcome.trend.html_path}")
+        _echo(f"trend:  {outcome.trend.html_path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

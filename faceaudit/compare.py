@@ -129,7 +129,10 @@ def _group_rates(f: Mapping[str, Any], metric: str) -> dict[str, tuple[float | N
 
 
 def _disparity(f: Mapping[str, Any], metric: str) -> tuple[float | None, float | None, str | None, str | None]:
-    """Worst minus best group rate among groups that are not `small` (or all, when fewer than two remain)."""
+    """Worst minus best group rate among groups that are not `small` (or all, when fewer than two remain).
+
+    Worst and best are None when every rate is the same: a gap of 0 names no group.
+    """
     rates = _group_rates(f, metric)
     usable = {g: r for g, r in rates.items() if r[0] is not None and not r[2]}
     if len(usable) < 2:
@@ -140,7 +143,10 @@ def _disparity(f: Mapping[str, Any], metric: str) -> tuple[float | None, float |
     best = min(usable, key=lambda g: usable[g][0])
     sw, sb = usable[worst][1], usable[best][1]
     se = math.sqrt(sw**2 + sb**2) if sw is not None and sb is not None else None
-    return float(usable[worst][0] - usable[best][0]), se, worst, best
+    gap = float(usable[worst][0] - usable[best][0])
+    if gap == 0:  # every rate equal (all zero, typically): no group is worse than another
+        return gap, se, None, None
+    return gap, se, worst, best
 
 
 def fairness_differences(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -190,11 +196,15 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
     """
     from faceaudit.audit import check_out_dir, fairness_by_attribute
     from faceaudit.report.compare_render import COMPARE_HTML, COMPARE_JSON, render_compare_findings, write_compare
+    from faceaudit.report.markdown import MARKDOWN_NAMES
+    from faceaudit.report.render import discard_previous, set_aside_previous
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     out_dir = Path(config.out_dir)
-    check_out_dir(out_dir, (COMPARE_JSON, COMPARE_HTML))
+    outputs = (COMPARE_HTML, COMPARE_JSON, MARKDOWN_NAMES["compare"])
+    check_out_dir(out_dir, outputs)
+    previous = set_aside_previous(out_dir, outputs)
     files = [Path(p) for p in config.models]
     if len(files) < 2:
         raise InputError(f"A comparison needs at least two models; got {len(files)}. The first is the reference.")
@@ -299,6 +309,7 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
     report["fairness_differences"] = fairness_differences(report)
     timings["total_s"] = time.perf_counter() - t0
     html_path, json_path = write_compare(report, out_dir)
+    discard_previous(previous)
     return CompareOutcome(html_path, json_path, report, render_compare_findings(report))
 
 

@@ -9,7 +9,11 @@ named with its package and version).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_ON_COMMAND_LINE: ContextVar[bool] = ContextVar("faceaudit_on_command_line", default=False)
 
 
 class FaceAuditError(Exception):
@@ -49,3 +53,30 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
     """Return ' Did you mean: a, b?' for close matches of `name`, or ''."""
     matches = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
     return f" Did you mean: {', '.join(matches)}?" if matches else ""
+
+
+@contextmanager
+def command_line() -> Iterator[None]:
+    """Mark the code inside as running for a `faceaudit` command, so hints name its flags.
+
+    A message must name what the user can type where they are: ``--out DIR`` on
+    the command line, ``out_dir=`` in Python. The CLI wraps every command in
+    this; library code asks :func:`on_command_line` or :func:`option`.
+    """
+    token = _ON_COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _ON_COMMAND_LINE.reset(token)
+
+
+def on_command_line() -> bool:
+    """True while a `faceaudit` command runs (see :func:`command_line`)."""
+    return _ON_COMMAND_LINE.get()
+
+
+def option(flag: str, argument: str) -> str:
+    """The way to set one option where the user is: `flag` (``"--out DIR"``) on the command line, else
+    the Python `argument` (``"out_dir=..."``). For an option the command line lacks, test
+    :func:`on_command_line` and phrase the alternative instead."""
+    return flag if on_command_line() else argument

@@ -33,7 +33,7 @@ import numpy as np
 from faceaudit.backends import Backend, check_features, open_model
 from faceaudit.data.preprocess import PreprocessSpec
 from faceaudit import errors
-from faceaudit.errors import BackendError, FaceAuditError, InputError, ModelError
+from faceaudit.errors import BackendError, FaceAuditError, InputError, ModelError, on_command_line
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -166,7 +166,7 @@ def plan_actors(
     if n * cpa > cpus + 1e-9:
         raise InputError(
             f"{n} Ray actors x {cpa:g} CPUs need {n * cpa:g} CPUs, but the cluster has {cpus:g}. "
-            "Lower ray_actors (--ray-actors) or ray_cpus_per_actor."
+            + ("Lower --ray-actors." if on_command_line() else "Lower ray_actors or ray_cpus_per_actor.")
         )
     return {"actors": n, "cpus_per_actor": cpa, "gpus_per_actor": gpa, "threads_per_actor": max(1, int(cpa)),
             "cluster_cpus": cpus, "cluster_gpus": gpus}

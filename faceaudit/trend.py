@@ -39,7 +39,7 @@ from faceaudit.audit import (
     prepare_inputs,
     use_default_data,
 )
-from faceaudit.errors import InputError
+from faceaudit.errors import InputError, option
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +109,13 @@ def model_labels(paths: Sequence[Path], labels: Sequence[str] | str | None, what
     if labels:
         out = [str(s).strip() for s in labels]
         if len(out) != len(paths):
+            example = option("comma separated, e.g. --labels 0,25k,50k", "e.g. labels=['0', '25k', '50k']")
             raise InputError(
-                f"--labels gives {len(out)} label(s) for {len(paths)} {what}s; give one label per {what}, "
-                "comma separated, in the same order (e.g. --labels 0,25k,50k)."
+                f"{option('--labels', 'labels')} gives {len(out)} label(s) for {len(paths)} {what}s; give one "
+                f"label per {what}, in the same order ({example})."
             )
         if any(not s for s in out):
-            raise InputError(f"--labels has an empty label; give every {what} a name.")
+            raise InputError(f"{option('--labels', 'labels')} has an empty label; give every {what} a name.")
     else:
         out = [Path(p).stem for p in paths]
         if len(set(out)) < len(out):
@@ -123,7 +124,7 @@ def model_labels(paths: Sequence[Path], labels: Sequence[str] | str | None, what
     if dup:
         raise InputError(
             f"The {what} label(s) {', '.join(map(repr, dup))} repeat; each {what} needs its own label. "
-            "Pass --labels with one distinct label per model file."
+            f"Pass {option('--labels', 'labels=')} with one distinct label per model file."
         )
     return out
 
@@ -530,12 +531,16 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
     """
     from faceaudit.audit import check_out_dir
     from faceaudit.backends import select_layers
+    from faceaudit.report.markdown import MARKDOWN_NAMES
+    from faceaudit.report.render import discard_previous, set_aside_previous
     from faceaudit.report.trend_render import TREND_HTML, TREND_JSON, render_trend_findings, write_trend
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     out_dir = Path(config.out_dir)
-    check_out_dir(out_dir, (TREND_JSON, TREND_HTML))
+    outputs = (TREND_HTML, TREND_JSON, MARKDOWN_NAMES["trend"])
+    check_out_dir(out_dir, outputs)
+    previous = set_aside_previous(out_dir, outputs)
     ckpts = [Path(p) for p in config.checkpoints]
     if len(ckpts) < 2:
         raise InputError(f"A trend needs at least two checkpoints; got {len(ckpts)}. Pass them in training order.")
@@ -547,7 +552,7 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
     focus_names = select_layers(models[0], config.layer)
     if len(focus_names) != 1:
         raise InputError(
-            f"--layer {config.layer!r} names {len(focus_names)} layers of {ckpts[0].name}; name exactly one "
+            f"{option('--layer', 'layer=')} {config.layer!r} names {len(focus_names)} layers of {ckpts[0].name}; name exactly one "
             "(or use 'final' for the embedding)."
         )
     layer_rows, method = match_layers(models, labels, config.layers, extra=[focus_names[0]])
@@ -618,6 +623,7 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
     report["trend"] = summarize_trend(report)
     timings["total_s"] = time.perf_counter() - t0
     html_path, json_path = write_trend(report, out_dir)
+    discard_previous(previous)
     return TrendOutcome(html_path, json_path, report, render_trend_findings(report))
 
 

@@ -353,3 +353,54 @@ def test_builtin_backends_pass_check_backend(cnn_files: dict[str, Path]) -> None
     assert check_backend(TorchBackend, cnn_files["pt2"]) == list(CHECKS)
     assert check_backend(TorchBackend, cnn_files["state"],
                          options={"factory": small_cnn, "height": 32, "width": 32}) == list(CHECKS)
+
+
+def test_final_layer_hint_names_what_can_be_typed(tmp_path: Path) -> None:
+    from faceaudit.errors import command_line
+
+    p = tmp_path / "map.onnx"
+    _linear_model(p, ["N", 3, 8, 8], 4)
+    with pytest.raises(ModelError) as err:
+        open_model(p)
+    assert "final_layer=" in str(err.value) and "--final-layer" not in str(err.value)
+    with command_line(), pytest.raises(ModelError) as err:
+        open_model(p)
+    # the command line has no option to name the embedding layer: only what can be done there
+    assert "final_layer=" not in str(err.value) and "--final-layer" not in str(err.value)
+    assert "Re-export" in str(err.value)
+
+
+def _evil_pickles(folder: Path) -> tuple[Path, Path, Path]:
+    """A fully pickled object whose loading runs a shell command, and a state dict hiding one."""
+    import os
+
+    marker = folder / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    full, sd = folder / "evil.pt", folder / "evil_state.pt"
+    torch.save(Evil(), str(full))
+    torch.save({"weight": torch.zeros(3, 3), "bias": Evil()}, str(sd))
+    return full, sd, marker
+
+
+def test_malicious_pickle_is_refused_for_safety_not_called_corrupted(tmp_path: Path) -> None:
+    from faceaudit.errors import command_line
+
+    full, sd, marker = _evil_pickles(tmp_path)
+    with pytest.raises(ModelError) as err:
+        open_model(full)
+    msg = str(err.value)
+    assert "refused for safety" in msg and "posix.system" in msg and "trust_pickle=True" in msg, msg
+    assert "corrupt" not in msg and "truncated" not in msg and "torch.jit.save" in msg
+    with command_line(), pytest.raises(ModelError) as err:
+        open_model(full)
+    assert "--trust-pickle" in str(err.value) and "trust_pickle=" not in str(err.value)
+    with pytest.raises(ModelError) as err:
+        open_model(sd, factory=lambda: nn.Linear(3, 3))
+    msg = str(err.value)
+    assert "refused for safety" in msg and "state_dict()" in msg, msg
+    assert "weights_only" not in msg  # torch's advice to switch the safety off is not passed on
+    assert not marker.exists()

@@ -211,3 +211,100 @@ def test_expressivity_subsample_is_stated(tiny_model: Path, tmp_path: Path) -> N
     assert all(e["n"] == 60 for e in report["expressivity"])
     assert any("subset of 60 of 80" in w for w in report["warnings"])
     assert report["fairness"][0]["n_images"] == 80
+
+
+def test_cli_hints_name_flags_that_exist(tmp_path: Path) -> None:
+    import os
+
+    marker = tmp_path / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save(Evil(), str(evil))
+    result = CliRunner().invoke(main, ["layers", str(evil)])
+    _assert_user_error(result, "refused for safety", "--trust-pickle")
+    assert "trust_pickle=" not in result.output and "factory=" not in result.output and "corrupt" not in result.output
+    assert not marker.exists()
+
+
+def test_cli_names_text_cells_in_a_number_column(tiny_model: Path, tmp_path: Path) -> None:
+    manifest = _tiny_manifest(tmp_path / "data", n_ids=8, per_id=2)
+    df = pd.read_csv(manifest)
+    df["age"] = df["age"].astype(object)
+    df.loc[4, "age"] = "unknown"
+    df.to_csv(manifest, index=False)
+    result = CliRunner().invoke(main, ["run", str(tiny_model), "--data", str(manifest), "--attrs", "age",
+                                       "--out", str(tmp_path / "o")])
+    _assert_user_error(result, "row 5 ('unknown')", "age:categorical")
+    assert "merge rare" not in result.output
+
+
+@pytest.mark.parametrize("kind", ["list", "object", "inside a valid report"])
+def test_report_of_deeply_nested_json_is_a_user_error(tmp_path: Path, kind: str) -> None:
+    from test_report_data import full_report
+
+    depth = 100_000
+    p = tmp_path / "report.json"
+    if kind == "list":
+        p.write_text("[" * depth + "]" * depth, encoding="utf-8")
+    elif kind == "object":
+        p.write_text('{"a":' * depth + "1" + "}" * depth, encoding="utf-8")
+    else:
+        text = json.dumps(full_report())
+        p.write_text(text[:-1] + ', "extra": ' + "[" * depth + "]" * depth + "}", encoding="utf-8")
+    result = CliRunner().invoke(main, ["report", str(p)])
+    _assert_user_error(result, "report.json", "nested")
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_terminal_control_characters_from_the_manifest_are_not_printed(tiny_model: Path, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from faceaudit.cli import _print_outcome
+
+    manifest = _tiny_manifest(tmp_path / "data", n_ids=4, per_id=2)
+    df = pd.read_csv(manifest)
+    df.loc[1, "path"] = "img/\x1b]0;owned\x07\x1b[2J\x1b[31mred\x9b1m.png"  # missing file with escapes in its name
+    df.to_csv(manifest, index=False)
+    result = CliRunner().invoke(main, ["run", str(tiny_model), "--data", str(manifest), "--attrs", "sex",
+                                       "--out", str(tmp_path / "o")])
+    _assert_user_error(result, "not found", "red")
+    assert not any(c in result.output for c in "\x1b\x07\x9b"), repr(result.output)
+    # findings carry group labels from the manifest
+    outcome = SimpleNamespace(html_path=tmp_path / "r.html", json_path=tmp_path / "r.json",
+                              findings=["HIGH: FNMR for \x1b[2Jfemale\r\x08 is 2.0x that of male"])
+    runner = CliRunner()
+    with runner.isolation() as (out, _err, *_):
+        _print_outcome(outcome)
+    printed = out.getvalue().decode()
+    assert "FNMR for female is 2.0x" in printed and "\x1b" not in printed and "\r" not in printed
+
+
+def test_a_new_run_sets_the_previous_report_aside(tiny_model: Path, tmp_path: Path) -> None:
+    from test_report_data import full_report
+
+    from faceaudit.report import write_report
+    from faceaudit.report.render import discard_previous, set_aside_previous
+
+    out = tmp_path / "o"
+    write_report(full_report(), out)  # a complete report from an earlier run
+    before = (out / "report.html").read_bytes()
+    manifest = _tiny_manifest(tmp_path / "data", n_ids=4, per_id=2)
+    result = CliRunner().invoke(main, ["run", str(tiny_model), "--data", str(manifest), "--attrs", "sexx",
+                                       "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    # the failed run leaves no report.html that looks like its own; the earlier one is kept, renamed
+    assert not (out / "report.html").exists() and not (out / "report.json").exists()
+    assert (out / "report.previous.html").read_bytes() == before and (out / "report.previous.json").exists()
+    # files that are not faceaudit's own are never moved or removed
+    (out / "report.html").write_text("<p>my notes</p>")
+    (out / "report.json").symlink_to(out / "report.previous.json")
+    assert set_aside_previous(out) == []
+    assert (out / "report.html").read_text() == "<p>my notes</p>" and (out / "report.json").is_symlink()
+    discard_previous([out / "report.html"])
+    assert (out / "report.html").exists()
+    discard_previous([out / "report.previous.html"])
+    assert not (out / "report.previous.html").exists()

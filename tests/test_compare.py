@@ -182,3 +182,19 @@ def test_compare_real_mobilefacenet_vs_rerandomised_final_layer(mobilefacenet: P
     assert all(x["value_b"] > x["value_a"] for x in rates), rates
     assert any(x["significant"] for x in rates), rates
     assert "<script" not in out.html_path.read_text(encoding="utf-8").lower()
+
+
+def test_fairness_difference_of_equal_rates_names_no_worst_group() -> None:
+    from faceaudit.compare import fairness_differences
+
+    def entry(model: str, fmr_f: float) -> dict:
+        return {"model": model, "attribute": "sex", "groups": [
+            {"group": "female", "fmr": fmr_f, "fmr_ci": [0.0, 0.01], "fnmr": 0.1, "fnmr_ci": [0.05, 0.15]},
+            {"group": "male", "fmr": 0.0, "fmr_ci": [0.0, 0.01], "fnmr": 0.2, "fnmr_ci": [0.15, 0.25]}]}
+
+    report = {"settings": {}, "models": [{"label": "before"}, {"label": "after"}],
+              "fairness": [entry("before", 0.0), entry("after", 0.004)]}
+    fmr = next(d for d in fairness_differences(report) if d["metric"] == "fmr" and d["quantity"] == "disparity")
+    # no false match in either group before: a gap of 0, and no group is worse than itself
+    assert fmr["value_a"] == 0.0 and fmr["worst_a"] is None and fmr["best_a"] is None
+    assert (fmr["worst_b"], fmr["best_b"]) == ("female", "male")

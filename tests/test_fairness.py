@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from faceaudit.errors import InputError
+from faceaudit.fairness.metrics import disparity
 from faceaudit.fairness import (
     combine_groups,
     fairness_discrepancy_rate,
@@ -208,3 +209,40 @@ def test_genuine_pairs_per_identity_cap() -> None:
     assert r.group("g").n_genuine_pairs == 840 and any("one identity supplies" in w for w in r.warnings)
     r2 = verification_fairness(emb, ident, grp, n_bootstrap=5, max_genuine_pairs_per_identity=10)
     assert r2.group("g").n_genuine_pairs == 70 and not any("one identity supplies" in w for w in r2.warnings)
+
+
+def _one_image_per_identity(target_fmr: float):
+    """200 faces of 200 people in two groups: no genuine pairs; at FMR 1e-9 no false match either."""
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(200, 32))
+    groups = np.where(rng.random(200) < 0.3, "female", "male").astype(object)
+    return verification_fairness(emb, np.arange(200), groups, target_fmr=target_fmr, attribute="sex", n_bootstrap=20)
+
+
+def test_all_zero_rates_have_no_worst_group_and_no_ratio() -> None:
+    r = _one_image_per_identity(1e-9)
+    assert [g.fmr for g in r.groups] == [0.0, 0.0]
+    d = r.disparities["fmr"]
+    # nothing to rank: no worst or best group, no ratio built from the 0.5/n_pairs floors alone
+    assert d["worst_group"] is None and d["best_group"] is None
+    assert d["max_min_ratio"] is None and d["ratio_to_best"] == {} and d["difference"] == 0.0
+    # what zero errors in n pairs bounds: the rule of three, 3/n at 95%
+    assert d["upper_limit_95"] == {g.group: pytest.approx(3 / g.n_impostor_pairs) for g in r.groups}
+    assert r.summary["inequity_rate"] is None  # no FNMR at all (no genuine pairs)
+    assert any("no false matches in any group" in w for w in r.warnings)
+    assert not any("ratios use 0.5/n_pairs" in w for w in r.warnings)
+    assert any("FNMR cannot be measured for any group: no genuine pairs" in w for w in r.warnings)
+
+
+def test_disparity_ratio_is_worst_over_best_and_ties_have_no_worst_group() -> None:
+    # the zero-error group has so few pairs that its floor (0.5/50) exceeds the other group's rate:
+    # that is no evidence of a gap, not a 10x one in the other direction
+    d = disparity({"a": 0.001, "b": 0.0}, {"a": 10_000, "b": 50})
+    assert (d["worst_group"], d["best_group"], d["max_min_ratio"]) == ("a", "b", 1.0)
+    assert d["upper_limit_95"] == {"b": pytest.approx(3 / 50)}
+    d = disparity({"a": 0.002, "b": 0.0}, {"a": 10_000, "b": 10_000})
+    assert (d["worst_group"], d["best_group"], d["max_min_ratio"]) == ("a", "b", pytest.approx(0.002 / 0.00005))
+    d = disparity({"a": 0.01, "b": 0.01, "c": 0.01}, {"a": 100, "b": 200, "c": 300})
+    assert d["worst_group"] is None and d["best_group"] is None and d["max_min_ratio"] == 1.0
+    # Inequity Rate: all-zero FMR contributes a factor 1, not the ratio of two floors
+    assert inequity_rate([0.0, 0.0], [100, 1000], [0.1, 0.2], [10, 10]) == pytest.approx(math.sqrt(2.0))

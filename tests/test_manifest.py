@@ -224,3 +224,51 @@ def test_real_manifests_load(shared_data: Path) -> None:
     assert sum(counts.values()) == 522 and counts["0-12"] > 100
     utk = load_manifest(shared_data / "utkface" / "manifest.csv", "age,sex,race")
     assert utk.identities is None and utk.attributes["race"].kind == "categorical"
+
+
+def test_text_cells_in_a_number_column_are_named(tmp_path: Path) -> None:
+    rows = _rows()
+    rows[2]["age"] = "unknown"
+    rows[6]["age"] = "approx. 40"
+    path = _write(tmp_path, rows)
+    with pytest.raises(ManifestError) as err:
+        load_manifest(path, "age")
+    msg = str(err.value)
+    assert "column 'age'" in msg and "row 3 ('unknown')" in msg and "row 7 ('approx. 40')" in msg, msg
+    assert "merge rare" not in msg and "age:categorical" in msg
+    # declared categorical, every value is a label: no complaint
+    assert load_manifest(path, "age:categorical").attributes["age"].kind == "categorical"
+    # a text column with a few numbers stays a categorical attribute
+    rows = _rows()
+    for i, r in enumerate(rows):
+        r["sex"] = "female" if i % 2 else ("male" if i % 3 else "3")
+    assert load_manifest(_write(tmp_path, rows, "t.csv"), "sex").attributes["sex"].kind == "categorical"
+
+
+@pytest.mark.parametrize(("sep", "word"), [(";", "semicolon"), ("\t", "tab"), ("|", "'|'")])
+def test_manifest_with_another_delimiter_is_named(tmp_path: Path, sep: str, word: str) -> None:
+    path = _write(tmp_path, _rows())
+    text = path.read_text(encoding="utf-8").replace(",", sep)
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ManifestError, match=f"{word}-separated|separated by {word}") as err:
+        load_manifest(path, "sex")
+    assert "comma" in str(err.value)
+
+
+def test_missing_files_hint_names_the_python_argument_only_in_python(tmp_path: Path) -> None:
+    from faceaudit.errors import command_line
+
+    path = _write(tmp_path, _rows())
+    (tmp_path / "img/002.jpg").unlink()
+    with pytest.raises(ManifestError, match="check_files=False"):
+        load_manifest(path, "sex")
+    with command_line(), pytest.raises(ManifestError) as err:
+        load_manifest(path, "sex")
+    assert "check_files" not in str(err.value) and "row 3: img/002.jpg" in str(err.value)
+
+
+def test_empty_manifest_says_so(tmp_path: Path) -> None:
+    p = tmp_path / "faces.csv"
+    p.write_bytes(b"")
+    with pytest.raises(ManifestError, match="faces.csv is empty"):
+        load_manifest(p, "sex")

@@ -6,6 +6,7 @@ import pytest
 from test_report_data import full_report, no_fairness_report
 
 from faceaudit.report import compute_findings, render_findings
+from faceaudit.report.charts import fmt_rate
 from faceaudit.report.findings import MODERATE, STRONG, above_null, strength
 
 
@@ -93,3 +94,53 @@ def test_render_findings_lines() -> None:
     lines = render_findings(full_report())
     assert lines[0] == "HIGH: FNMR for female is 2.3× that of male (0.0460 vs 0.0200) at FMR 1e-3, outside the tolerance band (tolerance 1.25×)."
     assert all(line.split(":")[0] in {"HIGH", "MEDIUM", "LOW", "INFO"} for line in lines)
+
+
+def _no_error_report() -> dict:
+    """A real verification-fairness entry with no false match in any group and no genuine pairs."""
+    import numpy as np
+
+    from faceaudit.fairness import verification_fairness
+
+    rng = np.random.default_rng(0)
+    groups = np.where(rng.random(200) < 0.3, "female", "male").astype(object)
+    r = verification_fairness(rng.normal(size=(200, 32)), np.arange(200), groups, target_fmr=1e-9,
+                              attribute="sex", n_bootstrap=20)
+    d = full_report()
+    d["fairness"] = [r.to_dict()]
+    return d
+
+
+def test_all_zero_rates_give_no_disparity_finding_but_say_what_zero_bounds() -> None:
+    d = _no_error_report()
+    n = {g["group"]: g["n_impostor_pairs"] for g in d["fairness"][0]["groups"]}
+    texts = [f.text for f in compute_findings(d) if f.topic == "fairness"]
+    assert not any("that of" in t or "tolerance band" in t for t in texts), texts
+    zero = next(t for t in texts if "no false matches were observed in any group" in t)
+    assert "rule of three" in zero
+    for g, k in n.items():
+        assert f"{g} below {fmt_rate(3 / k)} ({k:,} pairs)" in zero
+    assert any("FNMR could not be measured" in t and "one image" in t for t in texts)
+
+
+def test_report_written_before_the_fix_still_gets_no_self_comparison() -> None:
+    # the disparities block as it used to be written: worst = best = the same group, a ratio of two floors
+    d = _no_error_report()
+    d["fairness"][0]["disparities"]["fmr"].update(max_min_ratio=6.36, worst_group="female", best_group="female",
+                                                  ratio_to_best={"female": 1.0, "male": 0.157})
+    texts = [f.text for f in compute_findings(d)]
+    assert not any("that of female" in t for t in texts)
+    assert any("no false matches were observed in any group" in t for t in texts)
+
+
+def test_ratio_against_a_zero_group_is_worst_over_the_best_groups_floor() -> None:
+    # the best group has no false match in 50 pairs (floor 0.5/50 = 0.01), the worst 0.1% in 10,000 pairs:
+    # a written ratio of 10 (the floor over the worst rate) is no evidence of a 10x gap
+    d = full_report()
+    f = d["fairness"][0]
+    f["groups"][0].update(fmr=0.001, fmr_ci=[0.0005, 0.0015], n_impostor_pairs=10_000)
+    f["groups"][1].update(fmr=0.0, fmr_ci=[0.0, 0.06], n_impostor_pairs=50)
+    f["disparities"]["fmr"].update(max_min_ratio=10.0, worst_group="female", best_group="male")
+    texts = [x.text for x in compute_findings(d)]
+    assert not any(t.startswith("FMR for female is 10.0×") for t in texts), texts
+    assert any("FMR (max ratio 1.00×)" in t for t in texts), texts

@@ -206,3 +206,16 @@ def test_load_report_errors(tmp_path: Path) -> None:
     # a folder resolves to its report.json
     write_report(full_report(), tmp_path / "ok")
     assert load_report(tmp_path / "ok").model.backend == "onnx"
+
+
+def test_unwritable_folder_hint_names_the_python_argument_in_python(tmp_path) -> None:
+    from faceaudit.errors import OutputError, command_line
+    from faceaudit.report import write_report
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OutputError) as err:
+        write_report(full_report(), blocker / "out")
+    assert "out_dir=" in str(err.value) and "--out" not in str(err.value)
+    with command_line(), pytest.raises(OutputError, match="--out"):
+        write_report(full_report(), blocker / "out")

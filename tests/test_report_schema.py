@@ -110,3 +110,40 @@ def test_direct_construction_validates_entries() -> None:
         dataclasses.replace(r, expressivity=(bad,))
     m = ModelInfo(path="m.onnx", sha256="0" * 64, backend="onnx", input={"mean": np.float32(127.5)})
     assert m.to_dict()["input"] == {"mean": 127.5}
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "key"),
+    [
+        (("fairness", 1, "cross_group_fmr", "matrix", 0, 0), [], "fairness[1].cross_group_fmr.matrix"),
+        (("fairness", 0, "groups", 0, "fmr_ci"), "wide", "fairness[0].groups[0].fmr_ci"),
+        (("fairness", 0, "disparities", "fnmr", "max_min_ratio"), {"x": 1}, "fairness[0].disparities.fnmr.max_min_ratio"),
+        (("fairness", 0, "disparities", "fmr", "ratio_to_best"), {"female": "big"}, "ratio_to_best"),
+        (("expressivity", 0, "curves", "train"), [0.0, "x"], "expressivity[0].curves.train"),
+        (("expressivity", 0, "warnings"), [1, 2], "expressivity[0].warnings"),
+        (("fairness", 0, "warnings"), 5, "fairness[0].warnings"),
+        (("data", "attributes", 0), [], "data.attributes[0]"),
+    ],
+)
+def test_nested_values_of_the_wrong_type_name_their_key(where, value, key) -> None:
+    # found by tests/test_properties.py: these used to pass validation and crash the renderer (exit 1)
+    d = full_report()
+    parent = d
+    for k in where[:-1]:
+        parent = parent[k]
+    parent[where[-1]] = value
+    with pytest.raises(ReportError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        AuditResult.from_dict(d)
+
+
+def test_damaged_trend_and_compare_json_is_a_report_error(tmp_path) -> None:
+    from faceaudit.report.compare_render import load_compare
+    from faceaudit.report.trend_render import load_trend
+
+    for kind, load in (("trend", load_trend), ("compare", load_compare)):
+        keys = ("faceaudit_version", "created", "checkpoints", "models", "data", "focus_layer", "layers",
+                "expressivity", "expressivity_differences", "fairness", "fairness_differences", "trend", "settings")
+        p = tmp_path / f"{kind}.json"
+        p.write_text(json.dumps({**{k: None for k in keys}, "schema_version": "1.0", "kind": kind}), encoding="utf-8")
+        with pytest.raises(ReportError, match=f"{kind}.json does not follow the {kind}.json layout"):
+            load(p)

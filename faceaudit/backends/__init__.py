@@ -24,7 +24,7 @@ from faceaudit.backends.base import (
 )
 from faceaudit.backends.pooling import FLATTEN_MAX_DIM, POOLINGS, parse_pooling, pool, pooled_dim
 from faceaudit.backends.selection import layer_table, select_layers
-from faceaudit.errors import ModelError, PluginError
+from faceaudit.errors import ModelError, PluginError, option
 
 __all__ = [
     "Backend",
@@ -94,7 +94,7 @@ def backend_for_path(path: str | Path) -> str:
     if not best:
         raise ModelError(
             f"No installed backend opens {Path(path).name!r} (known suffixes: {', '.join(sorted(set(known)))}). "
-            "Pass backend=NAME (--backend), or install a backend plugin for this format."
+            f"Pass {option('--backend NAME', 'backend=NAME')}, or install a backend plugin for this format."
         )
     longest = max(n for n, _ in best.values())
     top = sorted((info for n, info in best.values() if n == longest), key=lambda i: i.name)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from faceaudit.errors import BackendError, InputError, ModelError, did_you_mean
+from faceaudit.errors import BackendError, InputError, ModelError, did_you_mean, on_command_line
 
 #: Name under which every backend exposes the model input as a probe-able layer.
 INPUT_KIND = "Input"
@@ -322,11 +322,15 @@ class Backend:
         if shape is not None and len(shape) != 2:
             two_d = [l.name for l in self._layers if l.shape is not None and len(l.shape) == 2]
             hint = f" 2-D layers: {', '.join(two_d[-3:])}." if two_d else ""
+            fix = (
+                "Re-export the model with a flattened (batch, dim) embedding as its last output"
+                if on_command_line()
+                else "Pass final_layer=NAME to open_model (backend_options={'final_layer': NAME} in an AuditConfig) "
+                "to name the embedding layer, or re-export the model with a flattened embedding output"
+            )
             raise ModelError(
                 f"{self.path}: the model output {self._final!r} has shape {list(shape)}, but faceaudit needs a "
-                f"(batch, dim) face embedding as the final output. Pass final_layer=NAME (option "
-                f"--final-layer) to name the embedding layer, or re-export the model with a flattened "
-                f"embedding output.{hint}"
+                f"(batch, dim) face embedding as the final output. {fix}.{hint}"
             )
 
     def __repr__(self) -> str:

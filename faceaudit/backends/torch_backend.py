@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from faceaudit.backends.base import INPUT_KIND, Backend, InputSpec, LayerInfo
-from faceaudit.errors import FaceAuditError, InputError, ModelError
+from faceaudit.errors import FaceAuditError, InputError, ModelError, on_command_line
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,22 @@ def _pool_torch(t: Any, spec: str) -> Any:
     return t.flatten(1).float()
 
 
+def _refused_global(exc: BaseException) -> str | None:
+    """What a weights-only load refused to unpickle ("posix.system"), or None when it failed otherwise."""
+    import pickle
+
+    text = str(exc)
+    if not isinstance(exc, pickle.UnpicklingError) or "weights only" not in text.lower():
+        return None
+    m = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"global ([\w.]+)", text)
+    return m.group(1) if m else "object that is not a tensor"
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's first line, without torch's advice that follows it."""
+    return str(exc).strip().split("\n", 1)[0].split(". ", 1)[0]
+
+
 class TorchBackend(Backend):
     """A PyTorch model. Options: device ("auto"/"cpu"/"cuda"), factory ("package.module:function" or a
     callable), factory_kwargs, trust_pickle (default False), final_layer, and input-spec overrides."""
@@ -172,6 +189,13 @@ class TorchBackend(Backend):
         try:
             state = torch.load(str(self.path), map_location="cpu", weights_only=True)
         except Exception as exc:
+            refused = _refused_global(exc)
+            if refused is not None:
+                raise ModelError(
+                    f"{self.path} was refused for safety: besides tensors it holds a pickled {refused}, and "
+                    "unpickling it could run any code stored in the file. Save only the weights, where you "
+                    "trust the file: torch.save(model.state_dict(), path)."
+                ) from None
             raise ModelError(
                 f"{self.path} is not a loadable state dict ({type(exc).__name__}: {exc}). Save the weights "
                 "with torch.save(model.state_dict(), path); full pickles are refused."
@@ -246,20 +270,36 @@ class TorchBackend(Backend):
                 raise ModelError(f"{self.path} unpickles to {type(obj).__name__}, not a torch.nn.Module.")
             self._kind = "pickle"
             return obj, ""
+        cli = on_command_line()
+        convert = "save the model with torch.jit.save or torch.export.save (a .pt2 file)" + (
+            "" if cli else ", or save its state_dict and pass factory='package.module:function'"
+        )
+        opt_in = "--trust-pickle" if cli else "trust_pickle=True"
         try:
             obj = torch.load(str(self.path), map_location="cpu", weights_only=True)
-        except Exception:
+        except Exception as exc:
+            refused = _refused_global(exc)
+            if refused is not None:
+                raise ModelError(
+                    f"{self.path} was refused for safety: it is a full pickle that would load {refused}, and "
+                    f"unpickling can run any code stored in the file. Where you trust it, {convert}; or, only for "
+                    f"a file you created yourself, pass {opt_in}."
+                ) from None
             obj = None
         if isinstance(obj, dict):
             raise ModelError(
-                f"{self.path} holds a state dict, not a model. Pass factory='package.module:function' (a function "
-                "that builds the nn.Module) so the weights can be loaded into it."
+                f"{self.path} holds a state dict, not a model. "
+                + (
+                    "The command line opens whole models only: save it with torch.jit.save or torch.export.save."
+                    if cli
+                    else "Pass factory='package.module:function' (a function that builds the nn.Module) so the "
+                    "weights can be loaded into it."
+                )
             )
         raise ModelError(
-            f"{self.path} is not a TorchScript file ({type(jit_error).__name__}: {jit_error}). It may be "
-            "truncated, or a fully pickled module: save it with torch.jit.save / torch.export.save, pass "
-            "factory= with a state dict, or — only for a file you trust — trust_pickle=True (unpickling runs "
-            "arbitrary code)."
+            f"{self.path} is neither a TorchScript file nor a PyTorch checkpoint faceaudit can read "
+            f"({type(jit_error).__name__}: {_first_line(jit_error)}). It may be truncated or of another format: "
+            f"{convert}."
         )
 
     # --------------------------------------------------------------- discovery

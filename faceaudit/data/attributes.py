@@ -235,6 +235,30 @@ def to_binning(spec: Binning | Sequence[float] | Mapping[str, Any], name: str) -
         raise ManifestError(f"bins for attribute {name!r}: {exc}") from None
 
 
+def _check_text_in_numbers(name: str, s: Any, missing: np.ndarray, where: str) -> None:
+    """Refuse a column of numbers with a few text cells ("unknown" in an age column), naming those cells.
+
+    Read as it stands such a column is categorical, every age a category of its
+    own, and the complaint would come later and point nowhere ("merge rare
+    categories"); the fix is in the text cells.
+    """
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return
+    num = pd.to_numeric(s.where(~missing), errors="coerce").to_numpy(dtype=float)
+    text = ~missing & np.isnan(num)
+    n_num = int((~missing & ~text).sum())
+    if not text.any() or n_num < int(text.sum()) or len(np.unique(num[~missing & ~text])) <= MAX_CATEGORICAL_LEVELS:
+        return
+    rows = np.flatnonzero(text)
+    shown = ", ".join(f"row {r + 1} ({str(s.iloc[r])!r})" for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+    raise ManifestError(
+        f"{where}column {name!r} holds numbers except {len(rows)} text cell(s): {shown}. Leave those cells empty "
+        f"(or NA) to mark them missing, or declare the column '{name}:categorical' to treat every value as a label."
+    )
+
+
 def make_attribute(
     name: str,
     column: Any,
@@ -254,8 +278,10 @@ def make_attribute(
 
     s = pd.Series(np.asarray(column, dtype=object) if not isinstance(column, pd.Series) else column)
     s = s.reset_index(drop=True)
-    kind = kind or infer_kind(s)
     missing = s.map(_is_missing_text).to_numpy(dtype=bool)
+    if kind is None:
+        _check_text_in_numbers(name, s, missing, where)
+    kind = kind or infer_kind(s)
     notes: list[str] = []
     if kind == "continuous":
         num = pd.to_numeric(s.where(~missing), errors="coerce").to_numpy(dtype=float)

@@ -18,7 +18,7 @@ import numpy as np
 
 from faceaudit.data.attributes import Attribute, Binning, _is_missing_text, make_attribute, parse_attr_spec
 from faceaudit.data.yaw import yaw_from_landmarks
-from faceaudit.errors import ManifestError
+from faceaudit.errors import ManifestError, on_command_line
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ def _read_table(path: Path) -> Any:
     if not path.is_file():
         raise ManifestError(f"manifest {path} is not a file; pass the path of a .csv or .parquet file")
     suffix = path.suffix.lower()
+    if path.stat().st_size == 0:
+        raise ManifestError(f"manifest {path} is empty; it needs a header line (with a `path` column) and one row per image")
     try:
         if suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path)
@@ -79,13 +81,47 @@ def _read_table(path: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise ManifestError(f"manifest {path} is not UTF-8 text ({exc.reason}); save it as UTF-8 CSV") from None
     except Exception as exc:  # pandas/pyarrow raise many types for corrupt files
+        if suffix not in (".parquet", ".pq"):
+            _check_delimiter(path, suffix)
         raise ManifestError(
             f"manifest {path} could not be read as {'Parquet' if suffix in ('.parquet', '.pq') else 'CSV'} "
             f"({type(exc).__name__}: {exc}); check the file is not truncated or of another format"
         ) from None
+    if suffix not in (".parquet", ".pq") and len(df.columns) == 1:
+        _check_delimiter(path, suffix)
     df.columns = [str(c).strip() for c in df.columns]
     # CSV is read as text; blank strings mean missing.
     return df
+
+
+_DELIMITERS = {";": "semicolon-separated", "\t": "tab-separated", "|": "separated by '|'"}
+
+
+def _check_delimiter(path: Path, suffix: str) -> None:
+    """Name another delimiter as the cause when the header line splits on it and not on the expected one.
+
+    A spreadsheet saved with a European locale writes semicolons; read as CSV its
+    whole header becomes one column, and every later message would be misleading.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+            header = fh.readline(65536).rstrip("\r\n")
+    except OSError:
+        return
+    expected = "\t" if suffix == ".tsv" else ","
+    for sep, words in _DELIMITERS.items():
+        if sep != expected and header.count(sep) > header.count(expected):
+            shown = header if len(header) <= 80 else header[:77] + "..."
+            fix = (
+                "save it as comma-separated CSV, or give it the .tsv suffix"
+                if sep == "\t"
+                else "save it as comma-separated CSV (in a spreadsheet: CSV with a comma as the field separator)"
+            )
+            raise ManifestError(
+                f"manifest {path} looks {words}: its header line {shown!r} holds {header.count(sep)} "
+                f"{sep!r} and {header.count(expected)} {'comma' if expected == ',' else 'tab'}(s), but faceaudit "
+                f"reads {'comma-separated .csv' if expected == ',' else 'tab-separated .tsv'} files; {fix}"
+            )
 
 
 def _missing_column(name: str, columns: Sequence[str], path: Path, what: str = "attribute") -> ManifestError:
@@ -166,7 +202,8 @@ def _resolve_paths(df: Any, root: Path, manifest: Path, check_files: bool) -> li
             shown = ", ".join(f"row {i + 1}: {raw[i]}" for i, _ in missing[:_SHOW])
             raise ManifestError(
                 f"manifest {manifest}: {len(missing)} of {len(paths)} image file(s) not found (relative paths are "
-                f"resolved against {root}); first: {shown}. Fix the paths or pass check_files=False"
+                f"resolved against {root}); first: {shown}. Fix the paths"
+                + ("" if on_command_line() else " or pass check_files=False")
             )
     return paths
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from faceaudit.errors import InputError
+from faceaudit.errors import InputError, on_command_line
 
 KINDS = ("continuous", "categorical")
 MIN_CATEGORY_SIZE = 2  # a category with fewer rows is an error
@@ -173,7 +173,11 @@ def check_attribute(
         raise InputError(
             f"attribute{where} has categor{'y' if len(tiny) == 1 else 'ies'} {', '.join(map(repr, tiny[:5]))} "
             f"with fewer than {min_class_count} samples; merge rare categories (e.g. into 'other') or drop those "
-            "rows (for an identity-like attribute with many rare classes pass min_class_count=1)."
+            + (
+                "rows (or leave those cells empty in the manifest: empty cells are left out)."
+                if on_command_line()
+                else "rows (for an identity-like attribute with many rare classes pass min_class_count=1)."
+            )
         )
     small = [f"{c!s} ({k})" for c, k in zip(classes, counts) if k < SMALL_CATEGORY_SIZE]
     median = float(np.median(counts))

@@ -415,10 +415,24 @@ def verification_fairness(
             warns.append(f"{kind.upper()} disparities and summaries leave out small group(s) {', '.join(map(repr, left_out))}")
         elif any(g in small_set for g in used) and len(used) > 1:
             warns.append(f"{kind.upper()} disparities include small groups (fewer than two large groups exist)")
-        if d.get("zero_rate_groups") and len(d["ratio_to_best"]) > 1:
+        errors = "false matches" if kind == "fmr" else "false non-matches"
+        if d.get("no_errors_observed") and len(used) > 1:
+            bounds = ", ".join(f"{g!r} < {b:.2g}" for g, b in d["upper_limit_95"].items())
+            warns.append(
+                f"no {errors} in any group: {kind.upper()} disparities are undefined; zero errors in n pairs "
+                f"bound each group's {kind.upper()} below 3/n at 95% (rule of three): {bounds}"
+            )
+        elif d.get("zero_rate_groups") and len(d["ratio_to_best"]) > 1:
             warns.append(
                 f"{kind.upper()} is zero for {', '.join(map(repr, d['zero_rate_groups']))}: ratios use 0.5/n_pairs in its place"
             )
+    no_genuine = [g for k, g in enumerate(order) if n_gen_g[k] == 0]
+    if no_genuine:
+        where = "any group" if len(no_genuine) == G else f"group(s) {', '.join(map(repr, no_genuine))}"
+        warns.append(
+            f"FNMR cannot be measured for {where}: no genuine pairs (no identity has two images there: "
+            "FNMR needs at least two images of one person in the same group)"
+        )
 
     both = [g for g in order if g in fmr_used and g in fnmr_used]
     if len(both) < 2:

@@ -264,7 +264,7 @@ def write_compare(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) ->
 
 def load_compare(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check a compare.json (a file or the folder holding it), e.g. to re-render it."""
-    return load_json(path, "compare", COMPARE_JSON, REQUIRED)
+    return load_json(path, "compare", COMPARE_JSON, REQUIRED, render_compare_html)
 
 
 __all__ = [

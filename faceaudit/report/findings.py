@@ -18,6 +18,10 @@ Wording rules (documented here and in the report's glossary):
   ``settings.tolerance_ratio`` says otherwise). It is a **high** alert when the
   two groups' 95% CIs do not overlap, **medium** when they do (the gap may be
   noise).
+* Worst and best are always two different groups. When every group's rate
+  is zero there is **no** disparity finding: the report says that no errors
+  were observed and what that bounds, each group's rate below ``3 / n_pairs``
+  at 95% confidence (the rule of three).
 
 Severities, most severe first: high, medium, low, info.
 """
@@ -185,24 +189,42 @@ def group_rows(f: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return {str(g["group"]): g for g in f.get("groups") or ()}
 
 
+def _pairs_key(metric: str) -> str:
+    return "n_impostor_pairs" if metric == "fmr" else "n_genuine_pairs"
+
+
 def disparity(f: Mapping[str, Any], metric: str) -> dict[str, Any] | None:
-    """Worst/best group, their rates and ratio for `metric` ('fmr' or 'fnmr'), from the entry's own numbers."""
+    """Worst/best group, their rates and ratio for `metric` ('fmr' or 'fnmr'), from the entry's own numbers.
+
+    None when fewer than two groups have the rate. Worst and best are different groups by construction:
+    when every compared rate is the same there is none (``worst`` and ``best`` None, ratio 1), and when
+    every rate is zero ``no_errors`` is True and there is no ratio at all, so no disparity finding can
+    rest on zero rates (whatever a report written by an older version says).
+    """
     rows = group_rows(f)
     d = ((f.get("disparities") or {}).get(metric)) or {}
-    worst, best = d.get("worst_group"), d.get("best_group")
-    if worst is None or best is None or str(worst) not in rows or str(best) not in rows:
-        vals = [(g, r[metric]) for g, r in rows.items() if r.get(metric) is not None]
-        if len(vals) < 2:
-            return None
-        worst = max(vals, key=lambda t: t[1])[0]
-        best = min(vals, key=lambda t: t[1])[0]
-    w, b = rows[str(worst)], rows[str(best)]
-    wv, bv = w.get(metric), b.get(metric)
-    if wv is None or bv is None:
+    used = [str(g) for g in d.get("groups_used") or () if str(g) in rows]
+    vals = {g: rows[g][metric] for g in (used if len(used) >= 2 else rows) if rows[g].get(metric) is not None}
+    if len(vals) < 2:
         return None
+    hi, lo = max(vals.values()), min(vals.values())
+    base = {"groups": list(vals), "worst_value": hi, "best_value": lo, "separated": False, "no_errors": hi == 0}
+    if hi == 0:
+        return {**base, "worst": None, "best": None, "ratio": None}
+    if hi == lo:
+        return {**base, "worst": None, "best": None, "ratio": 1.0}
+    worst, best = d.get("worst_group"), d.get("best_group")
     ratio = d.get("max_min_ratio")
+    if worst is None or best is None or vals.get(str(worst)) != hi or vals.get(str(best)) != lo:
+        worst = max(vals, key=lambda g: vals[g])
+        best = min(vals, key=lambda g: vals[g])
+        ratio = None
+    w, b = rows[str(worst)], rows[str(best)]
+    nb = b.get(_pairs_key(metric))
     if ratio is None:
-        ratio = wv / bv if bv > 0 else (math.inf if wv > 0 else 1.0)
+        ratio = hi / lo if lo > 0 else math.inf
+    elif lo == 0 and isinstance(nb, int) and nb > 0:
+        ratio = max(1.0, hi / (0.5 / nb))  # the fairness room's floored ratio, worst over best
     wci, bci = w.get(f"{metric}_ci"), b.get(f"{metric}_ci")
     separated = bool(
         isinstance(wci, (list, tuple))
@@ -211,8 +233,42 @@ def disparity(f: Mapping[str, Any], metric: str) -> dict[str, Any] | None:
         and bci[1] is not None
         and wci[0] > bci[1]
     )
-    return {"worst": str(worst), "best": str(best), "worst_value": wv, "best_value": bv, "ratio": ratio,
-            "separated": separated}  # fmt: skip
+    return {**base, "worst": str(worst), "best": str(best), "ratio": ratio, "separated": separated}
+
+
+def _no_error_finding(f: Mapping[str, Any], metric: str, d: Mapping[str, Any], at: str) -> Finding:
+    """What zero errors in every group says: no group is worse, and each rate is below 3/n (rule of three)."""
+    rows = group_rows(f)
+    errors = "false matches" if metric == "fmr" else "false non-matches"
+    bounds = []
+    for g in d["groups"]:
+        n = rows[g].get(_pairs_key(metric))
+        if isinstance(n, int) and n > 0:
+            bounds.append(f"{g} below {fmt_rate(3 / n)} ({n:,} pairs)")
+    text = (
+        f"For {f['attribute']}, no {errors} were observed in any group {at} ({metric.upper()} 0 in each), "
+        "so no group can be called worse than another"
+    )
+    if bounds:
+        text += (
+            f"; zero errors in n pairs only bound the rate below 3/n at 95% confidence (rule of three): "
+            + ", ".join(bounds)
+        )
+    return Finding("info", "fairness", text + ".")
+
+
+def _missing_fnmr_finding(f: Mapping[str, Any]) -> Finding | None:
+    """Why FNMR is missing: groups without genuine pairs (no person with two images in the group)."""
+    groups = list(f.get("groups") or ())
+    missing = [str(g["group"]) for g in groups if g.get("fnmr") is None]
+    if not missing:
+        return None
+    why = "no identity has two images in the same group (for example one image per identity), and FNMR needs genuine pairs"
+    if len(missing) == len(groups):
+        text = f"For {f['attribute']}, FNMR could not be measured: {why}."
+    else:
+        text = f"For {f['attribute']}, FNMR could not be measured for group(s) {', '.join(missing)}: {why}."
+    return Finding("low", "fairness", text)
 
 
 def _fairness_findings(result: AuditResult) -> list[Finding]:
@@ -229,6 +285,9 @@ def _fairness_findings(result: AuditResult) -> list[Finding]:
         for metric in ("fnmr", "fmr"):
             d = disparity(f, metric)
             if d is None:
+                continue
+            if d["no_errors"]:
+                out.append(_no_error_finding(f, metric, d, at))
                 continue
             name = metric.upper()
             if d["ratio"] <= tol:
@@ -252,6 +311,9 @@ def _fairness_findings(result: AuditResult) -> list[Finding]:
             desc = " and ".join(f"{n} (max ratio {r:.2f}×)" for n, r in within)
             verb = "stay" if len(within) > 1 else "stays"
             out.append(Finding("info", "fairness", f"For {attr}, {desc} {verb} within the tolerance band {at} (tolerance {tol:g}×)."))
+        missing = _missing_fnmr_finding(f)
+        if missing is not None:
+            out.append(missing)
         small = [
             str(g["group"])
             for g in f["groups"]

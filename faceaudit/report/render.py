@@ -9,18 +9,19 @@ and a missing value fails loudly instead of rendering blank.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from faceaudit._atomic import atomic_write_text, check_replaceable
-from faceaudit.errors import OutputError
+from faceaudit._atomic import atomic_write_text, check_replaceable, is_faceaudit_output
+from faceaudit.errors import OutputError, option
 from faceaudit.report import charts
 from faceaudit.report.findings import (
     DEFAULT_TOLERANCE_RATIO,
@@ -418,7 +419,7 @@ def write_report(report: AuditResult | Mapping[str, Any], out_dir: str | os.Path
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(
-            f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose a writable output folder (--out)."
+            f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose a writable output folder ({option('--out', 'out_dir=')})."
         ) from exc
     check_replaceable(json_path, kind="json")
     check_replaceable(html_path, kind="html")
@@ -428,7 +429,7 @@ def write_report(report: AuditResult | Mapping[str, Any], out_dir: str | os.Path
     except OutputError:
         raise
     except OSError as exc:
-        raise OutputError(f"Cannot write {json_path}: {exc.strerror or exc}. Choose a writable output folder (--out).") from exc
+        raise OutputError(f"Cannot write {json_path}: {exc.strerror or exc}. Choose a writable output folder ({option('--out', 'out_dir=')}).") from exc
     try:
         atomic_write_text(html_path, text_html)
     except (OSError, OutputError) as exc:
@@ -438,14 +439,64 @@ def write_report(report: AuditResult | Mapping[str, Any], out_dir: str | os.Path
             log.warning("could not remove %s after a failed write", json_path)
         if isinstance(exc, OutputError):
             raise
-        raise OutputError(f"Cannot write {html_path}: {exc.strerror or exc}. Choose a writable output folder (--out).") from exc
+        raise OutputError(f"Cannot write {html_path}: {exc.strerror or exc}. Choose a writable output folder ({option('--out', 'out_dir=')}).") from exc
     md_path = out / markdown_name(json.loads(text_json))
     try:
         atomic_write_text(md_path, text_md)
     except OSError as exc:
-        raise OutputError(f"Cannot write {md_path}: {exc.strerror or exc}. Choose a writable output folder (--out).") from exc
+        raise OutputError(f"Cannot write {md_path}: {exc.strerror or exc}. Choose a writable output folder ({option('--out', 'out_dir=')}).") from exc
     log.info("wrote %s, %s and %s", html_path, json_path, md_path)
     return html_path, json_path
+
+
+PREVIOUS = "previous"
+"""Infix of a set-aside earlier report: report.html -> report.previous.html."""
+
+
+def _previous_name(name: str) -> str:
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}.{PREVIOUS}.{ext}" if dot else f"{name}.{PREVIOUS}"
+
+
+def _is_own_report(path: Path) -> bool:
+    """True for a regular file (not a link) that faceaudit wrote (see `_atomic.is_faceaudit_output`)."""
+    return path.is_file() and not path.is_symlink() and is_faceaudit_output(path)
+
+
+def set_aside_previous(out_dir: str | os.PathLike[str], names: Sequence[str] = (REPORT_HTML, REPORT_JSON)) -> list[Path]:
+    """Rename the report an earlier run left in `out_dir` (report.html -> report.previous.html, and the JSON).
+
+    Why: a new run that is interrupted or fails must not leave the earlier,
+    complete report in place as if it were its own result. Only faceaudit's own
+    files move (see `_is_own_report`); a file of someone else's, or a link, is
+    left alone. Returns the set-aside paths, for `discard_previous` once the new
+    report is written.
+    """
+    out = Path(out_dir)
+    moved = []
+    for name in names:
+        src, dst = out / name, out / _previous_name(name)
+        if not _is_own_report(src):
+            continue
+        if (dst.exists() or dst.is_symlink()) and not _is_own_report(dst):
+            continue  # never replace a file that is not ours; the earlier report stays, as before
+        try:
+            os.replace(src, dst)
+        except OSError as exc:
+            log.warning("could not set aside the earlier report %s: %s", src, exc)
+            continue
+        moved.append(dst)
+    if moved:
+        log.info("the earlier report in %s was renamed to %s until this run finishes", out, ", ".join(p.name for p in moved))
+    return moved
+
+
+def discard_previous(paths: Sequence[Path]) -> None:
+    """Remove the earlier report set aside by `set_aside_previous`, now that the new one is written."""
+    for p in paths:
+        if _is_own_report(p):
+            with contextlib.suppress(OSError):
+                p.unlink()
 
 
 def _reject_constant(name: str) -> Any:
@@ -472,7 +523,18 @@ def load_report(path: str | os.PathLike[str]) -> AuditResult:
         ) from exc
     except ValueError as exc:
         raise ReportError(f"report file {p} holds {exc}; report.json must not contain NaN or Infinity. Regenerate it.") from exc
+    except RecursionError:
+        raise ReportError(_too_deep(p, "run")) from None
     try:
         return AuditResult.from_dict(data)
     except ReportError as exc:
         raise ReportError(f"{p}: {exc}") from exc
+    except RecursionError:
+        raise ReportError(_too_deep(p, "run")) from None
+
+
+def _too_deep(path: Path, command: str) -> str:
+    return (
+        f"report file {path} is nested too deeply to be a faceaudit report (lists or objects inside one another "
+        f"beyond Python's recursion limit); regenerate it with `faceaudit {command}`."
+    )

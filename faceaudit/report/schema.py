@@ -142,6 +142,41 @@ def _map(d: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
     return v
 
 
+def _is_num(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _opt_nums(d: Mapping[str, Any], keys: Sequence[str], where: str) -> None:
+    """Optional keys the renderer reads as numbers: absent, null or a number."""
+    for key in keys:
+        if key in d:
+            _num(d, key, where)
+
+
+def _opt_num_list(d: Mapping[str, Any], key: str, where: str, length: int | None = None) -> None:
+    """An optional list of numbers (or nulls), e.g. a [low, high] interval."""
+    v = d.get(key)
+    if v is None:
+        return
+    if not isinstance(v, (list, tuple)) or not all(_is_num(x) for x in v) or (length is not None and len(v) != length):
+        shape = f"a list of {length} numbers or nulls" if length else "a list of numbers"
+        raise ReportError(f"report key '{_where(where, key)}' must be {shape}, got {v!r}. {_FIX}")
+
+
+def _opt_num_map(d: Mapping[str, Any], key: str, where: str) -> None:
+    """An optional object whose values are numbers (or nulls)."""
+    v = d.get(key)
+    if v is None:
+        return
+    if not isinstance(v, Mapping) or not all(_is_num(x) for x in v.values()):
+        raise ReportError(f"report key '{_where(where, key)}' must be an object of numbers, got {v!r}. {_FIX}")
+
+
+def _opt_strs(d: Mapping[str, Any], keys: Sequence[str], where: str) -> None:
+    for key in keys:
+        _str(d, key, where, optional=True)
+
+
 def _extra(d: Mapping[str, Any], known: Sequence[str], where: str) -> Mapping[str, Any]:
     return _plain({k: v for k, v in d.items() if k not in known}, where)
 
@@ -258,6 +293,8 @@ class AttributeSummary:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str) -> "AttributeSummary":
         """Validate and build from the report.json layout."""
+        if not isinstance(d, Mapping):
+            raise ReportError(f"report '{where}' must be an object (dict), got {type(d).__name__}. {_FIX}")
         groups = []
         for i, g in enumerate(_list(d, "groups", where) if d.get("groups") is not None else []):
             gw = f"{where}.groups[{i}]"
@@ -383,9 +420,19 @@ def _check_expressivity(e: Any, where: str) -> Mapping[str, Any]:
     _int(e, "n", where)
     _str(e, "layer", where)
     _str(e, "attribute", where)
+    _opt_strs(e, ("kind", "estimator"), where)
     w = e["warnings"]
-    if not isinstance(w, (list, tuple)):
+    if not isinstance(w, (list, tuple)) or not all(isinstance(x, str) for x in w):
         raise ReportError(f"report key '{where}.warnings' must be a list of strings. {_FIX}")
+    _opt_nums(e, ("null_ci_high", "null_high", "entropy_y", "raw_mi", "probe_mi", "reduced_dim"), where)
+    _opt_num_list(e, "null_ci", where, 2)
+    _opt_num_list(e, "seeds_mi", where)
+    curves = e.get("curves")
+    if curves is not None:
+        if not isinstance(curves, Mapping):
+            raise ReportError(f"report key '{where}.curves' must be an object of number lists. {_FIX}")
+        for k in curves:
+            _opt_num_list(curves, k, f"{where}.curves")
     return e
 
 
@@ -404,18 +451,50 @@ def _check_fairness(f: Any, where: str) -> Mapping[str, Any]:
             _req(g, key, gw)
         _num(g, "fmr", gw)
         _num(g, "fnmr", gw)
+        _opt_nums(g, ("n_identities", "n_images", "n_genuine_pairs", "n_impostor_pairs", "n_false_matches",
+                      "n_false_non_matches"), gw)
+        _opt_num_list(g, "fmr_ci", gw, 2)
+        _opt_num_list(g, "fnmr_ci", gw, 2)
+        if not isinstance(g["group"], (str, int, float)) or isinstance(g["group"], bool):
+            raise ReportError(f"report key '{gw}.group' must be a group label (a string), got {g['group']!r}. {_FIX}")
     for key in ("disparities", "summary", "cross_group_fmr", "settings"):
         if f.get(key) is not None:
             _map(f, key, where)
+    fw = f.get("warnings")
+    if fw is not None and (not isinstance(fw, (list, tuple)) or not all(isinstance(x, str) for x in fw)):
+        raise ReportError(f"report key '{where}.warnings' must be a list of strings. {_FIX}")
+    for metric, d in (f.get("disparities") or {}).items():
+        dw = f"{where}.disparities.{metric}"
+        if not isinstance(d, Mapping):
+            raise ReportError(f"report key '{dw}' must be an object (dict), got {type(d).__name__}. {_FIX}")
+        _opt_nums(d, ("max_min_ratio", "difference"), dw)
+        _opt_strs(d, ("worst_group", "best_group"), dw)
+        _opt_num_map(d, "ratio_to_best", dw)
+        used = d.get("groups_used")
+        if used is not None and (not isinstance(used, (list, tuple)) or not all(isinstance(x, str) for x in used)):
+            raise ReportError(f"report key '{dw}.groups_used' must be a list of group labels, got {used!r}. {_FIX}")
+    summary = f.get("summary") or {}
+    _opt_nums(summary, ("fdr", "inequity_rate", "garbe", "garbe_fmr", "garbe_fnmr", "alpha"), f"{where}.summary")
+    for key in ("fdr_ci", "inequity_rate_ci", "garbe_ci"):
+        _opt_num_list(summary, key, f"{where}.summary", 2)
+    settings = f.get("settings") or {}
+    _opt_nums(settings, ("tolerance_ratio",), f"{where}.settings")
     cg = f.get("cross_group_fmr")
     if cg is not None:
-        groups = _list(cg, "groups", f"{where}.cross_group_fmr")
-        matrix = _list(cg, "matrix", f"{where}.cross_group_fmr")
-        if len(matrix) != len(groups) or any(not isinstance(r, (list, tuple)) or len(r) != len(groups) for r in matrix):
-            raise ReportError(
-                f"report key '{where}.cross_group_fmr.matrix' must be a {len(groups)}x{len(groups)} list of lists "
-                f"(one row and column per group). {_FIX}"
-            )
+        cw = f"{where}.cross_group_fmr"
+        groups = _list(cg, "groups", cw)
+        if not all(isinstance(x, str) for x in groups):
+            raise ReportError(f"report key '{cw}.groups' must be a list of group labels, got {groups!r}. {_FIX}")
+        for key in ("matrix", "pairs", "pairs_available"):
+            if key == "matrix" or cg.get(key) is not None:
+                m = _list(cg, key, cw)
+                if len(m) != len(groups) or any(
+                    not isinstance(r, (list, tuple)) or len(r) != len(groups) or not all(_is_num(x) for x in r) for r in m
+                ):
+                    raise ReportError(
+                        f"report key '{cw}.{key}' must be a {len(groups)}x{len(groups)} list of lists of numbers "
+                        f"(one row and column per group). {_FIX}"
+                    )
     return f
 
 

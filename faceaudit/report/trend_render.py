@@ -29,14 +29,14 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from faceaudit._atomic import atomic_write_text, check_replaceable
-from faceaudit.errors import OutputError
+from faceaudit.errors import OutputError, option
 from faceaudit.report import charts
 from faceaudit.report.render import backend_label, template_environment
 from faceaudit.report.findings import Finding, above_null, null_top, strength, strength_words
@@ -94,7 +94,7 @@ def write_pair(text_json: str, text_html: str, out_dir: str | os.PathLike[str], 
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose a writable --out.") from exc
+        raise OutputError(f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose a writable output folder ({option('--out', 'out_dir=')}).") from exc
     json_path, html_path = out / json_name, out / html_name
     from faceaudit.report.markdown import markdown_name, render_markdown
 
@@ -120,8 +120,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON number {name}")
 
 
-def load_json(path: str | os.PathLike[str], kind: str, default_name: str, required: Sequence[str]) -> dict[str, Any]:
-    """Read and check a trend.json / compare.json: valid JSON, the right kind, a supported schema, the keys."""
+_LAYOUT_ERRORS = (TypeError, KeyError, IndexError, AttributeError, ValueError, ArithmeticError, RecursionError,
+                  jinja2.TemplateError)
+
+
+def load_json(path: str | os.PathLike[str], kind: str, default_name: str, required: Sequence[str],
+              render: Callable[[Mapping[str, Any]], str] | None = None) -> dict[str, Any]:
+    """Read and check a trend.json / compare.json: valid JSON, the right kind, a supported schema, the keys.
+
+    With `render`, the file is also rendered once: its nested values are checked by the one code that
+    reads them, so a hand-edited or damaged file is a ReportError naming the file, never a traceback.
+    """
     p = Path(path)
     if p.is_dir():
         p = p / default_name
@@ -133,7 +142,20 @@ def load_json(path: str | os.PathLike[str], kind: str, default_name: str, requir
         raise ReportError(f"cannot read {p}: {exc}. Check the path and its permissions.") from exc
     except ValueError as exc:
         raise ReportError(f"{p} is not valid JSON ({exc}); regenerate it with `faceaudit {kind}`.") from exc
+    except RecursionError:
+        raise ReportError(
+            f"{p} is nested too deeply to be a faceaudit report (lists or objects inside one another beyond "
+            f"Python's recursion limit); regenerate it with `faceaudit {kind}`."
+        ) from None
     check(data, kind, required, str(p))
+    if render is not None:
+        try:
+            render(data)
+        except _LAYOUT_ERRORS as exc:
+            raise ReportError(
+                f"{p} does not follow the {default_name} layout ({type(exc).__name__}: {str(exc)[:200]}); "
+                f"regenerate it with `faceaudit {kind}`."
+            ) from None
     return data
 
 
@@ -444,7 +466,7 @@ def write_trend(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> t
 
 def load_trend(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check a trend.json (a file or the folder holding it), e.g. to re-render it."""
-    return load_json(path, "trend", TREND_JSON, REQUIRED)
+    return load_json(path, "trend", TREND_JSON, REQUIRED, render_trend_html)
 
 
 __all__ = [
