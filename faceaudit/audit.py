@@ -86,6 +86,7 @@ class AuditConfig(RunSettings):
     fairness_attrs: Sequence[str] | None = None
     demo: bool = False
     expressivity_max_rows: int | None = EXPRESSIVITY_MAX_ROWS
+    check_input_spec: bool = True  # score a sample of pairs under spec variants (needs identities); see spec_check
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     problems with the inputs, before any long work where it can.
     """
     from faceaudit.backends import open_model, select_layers
+    from faceaudit.backends.spec import spec_report
     from faceaudit.expressivity import estimate_many
     from faceaudit.features import extract_features, subsample_rows
     from faceaudit.report import render_findings, render_html, write_report
@@ -208,6 +210,19 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     fairness, fairness_reason = fairness_by_attribute(manifest, used, feats.features.get(model.final_layer), config, warnings)
     timings["fairness_s"] = time.perf_counter() - t
 
+    input_check = None
+    if config.check_input_spec:
+        from faceaudit.spec_check import check_input_spec
+
+        t = time.perf_counter()
+        ok = np.flatnonzero(np.asarray(feats.ok, dtype=bool))
+        input_check = check_input_spec(
+            model, [paths[k] for k in ok], None if manifest.identities is None else manifest.identities[used],
+            feats.features.get(model.final_layer), landmarks=None if landmarks is None else landmarks[ok],
+            cache_dir=cache_dir, target_fmr=config.target_fmr, seed=config.seed, batch_size=config.batch_size,
+        )
+        timings["input_check_s"] = time.perf_counter() - t
+
     report = {
         "schema_version": "1.0",
         "kind": "audit",
@@ -218,8 +233,9 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             "path": str(config.model),
             "sha256": model.sha256,
             "backend": model.backend_name,
-            "input": input_spec_dict(model.input_spec),
+            "input": spec_report(model),
         },
+        "input_check": input_check,
         "data": {
             "manifest": str(config.manifest),
             "n_images": len(manifest),

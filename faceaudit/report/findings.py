@@ -283,6 +283,21 @@ def _data_findings(result: AuditResult) -> list[Finding]:
     return out
 
 
+def _input_findings(result: AuditResult) -> list[Finding]:
+    """HIGH when another channel order or normalisation separates faces clearly better (see spec_check)."""
+    from faceaudit.spec_check import check_message
+
+    check = result.extra.get("input_check")
+    if not isinstance(check, Mapping):
+        return []
+    msg = check_message(dict(check), "the model")
+    if msg:
+        return [Finding("high", "input", msg)]
+    if check.get("status") == "not_checked" and check.get("reason"):
+        return [Finding("info", "input", f"Input spec not checked: {check['reason']}")]
+    return []
+
+
 def compute_findings(report: AuditResult | Mapping[str, Any]) -> list[Finding]:
     """Findings and alerts in plain words, sorted by severity (high first), stable within a severity.
 
@@ -291,7 +306,8 @@ def compute_findings(report: AuditResult | Mapping[str, Any]) -> list[Finding]:
     result, following the wording rules in this module's docstring.
     """
     result = as_result(report)
-    items = _fairness_findings(result) + _expressivity_findings(result) + _data_findings(result)
+    items = (_input_findings(result) + _fairness_findings(result) + _expressivity_findings(result)
+             + _data_findings(result))
     return sorted(items, key=lambda x: SEVERITIES.index(x.severity))
 
 

@@ -1,0 +1,238 @@
+"""Notice a wrong input spec: does another channel order or normalisation separate faces clearly better?
+
+A model fed BGR when it wants RGB (or pixels in 0..1 when it wants -1..1) still
+runs and still gives embeddings, only worse ones, and every number of the audit
+shifts with them. With identities in the manifest this module scores a small
+sample of genuine and impostor pairs with the final embedding under the spec in
+use and under a few variants (the channel-swapped twin and the common
+normalisations, in both orders) and names a variant that is clearly better.
+
+The rule (`RULE`): a variant is clearly better when its AUC (the share of
+genuine/impostor pairs it orders correctly) is higher than the spec in use with
+the whole 95% interval of the difference above 0 (identity-cluster bootstrap,
+paired; Bonferroni over the variants), and it misorders at least
+`MIN_ERROR_REDUCTION` fewer pairs. FNMR at the audit's FMR is reported beside
+it for information (on a few hundred images it rests on too few errors).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceaudit.errors import FaceAuditError
+
+log = logging.getLogger(__name__)
+
+#: Images scored per variant (at most); identities are sampled whole, up to `IMAGES_PER_IDENTITY` images each.
+CHECK_MAX_IMAGES = 300
+IMAGES_PER_IDENTITY = 4
+#: Below these the check says it could not tell.
+MIN_IDENTITIES = 8
+MIN_GENUINE_PAIRS = 20
+MAX_IMPOSTOR_PAIRS = 50_000
+BOOTSTRAP = 400
+#: A better variant misorders at least this share fewer genuine/impostor pairs (1 - AUC) than the spec in use.
+MIN_ERROR_REDUCTION = 0.2
+#: (mean, std) of the common conventions tried besides the one in use: -1..1 (ArcFace), 0..1, raw 0..255.
+NORMALISATIONS = ((127.5, 127.5), (0.0, 255.0), (0.0, 1.0))
+RULE = (
+    "a variant is clearly better when its AUC exceeds that of the spec in use with the whole 95% "
+    "identity-bootstrap interval of the difference above 0 (Bonferroni over the variants) and it misorders at "
+    f"least {MIN_ERROR_REDUCTION:.0%} fewer genuine/impostor pairs"
+)
+
+
+def _num(v: float) -> str:
+    return f"{v:g}"
+
+
+def _value(triple: Sequence[float]) -> str:
+    return _num(triple[0]) if len(set(triple)) == 1 else ",".join(_num(v) for v in triple)
+
+
+def describe(spec: Any) -> str:
+    """'BGR, mean 127.5, std 127.5' for an InputSpec."""
+    return f"{spec.channel_order}, mean {_value(spec.mean)}, std {_value(spec.std)}"
+
+
+def flags_for(spec: Any, current: Any) -> str:
+    """The command-line flags that turn `current` into `spec` (e.g. '--channel-order BGR --std 255')."""
+    out = []
+    if spec.channel_order != current.channel_order:
+        out.append(f"--channel-order {spec.channel_order}")
+    if tuple(spec.mean) != tuple(current.mean):
+        out.append(f"--mean {_value(spec.mean)}")
+    if tuple(spec.std) != tuple(current.std):
+        out.append(f"--std {_value(spec.std)}")
+    return " ".join(out)
+
+
+def spec_variants(spec: Any) -> list[Any]:
+    """The channel-swapped twin first, then the common normalisations in both orders (the spec in use left out)."""
+    other = "BGR" if spec.channel_order == "RGB" else "RGB"
+    cands = [replace(spec, channel_order=other)]
+    for order in (spec.channel_order, other):
+        for m, s in NORMALISATIONS:
+            cands.append(replace(spec, channel_order=order, mean=(m, m, m), std=(s, s, s)))
+    out: list[Any] = []
+    for c in cands:
+        if c != spec and c not in out:
+            out.append(c)
+    return out
+
+
+def sample_rows(identities: np.ndarray, seed: int, max_images: int = CHECK_MAX_IMAGES) -> np.ndarray:
+    """Rows of whole identities with two or more images (up to IMAGES_PER_IDENTITY each), seeded, sorted."""
+    valid = np.array([v is not None and v == v and str(v) != "" for v in identities], dtype=bool)
+    labels = np.asarray(identities, dtype=object)
+    idx = np.flatnonzero(valid)
+    if not len(idx):
+        return idx
+    names, inverse = np.unique(labels[idx].astype(str), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    picked: list[np.ndarray] = []
+    total = 0
+    for k in rng.permutation(len(names)):
+        members = idx[inverse == k]
+        if len(members) < 2:
+            continue
+        take = rng.choice(members, size=min(len(members), IMAGES_PER_IDENTITY), replace=False)
+        picked.append(take)
+        total += len(take)
+        if total >= max_images:
+            break
+    return np.sort(np.concatenate(picked)) if picked else np.empty(0, np.int64)
+
+
+def _auc_fn(gen: np.ndarray, imp: np.ndarray, g_id: np.ndarray, i_a: np.ndarray, i_b: np.ndarray):  # noqa: ANN202
+    """A function of identity weights (B, n_id) -> weighted AUCs (B,), ties counted as half."""
+    order = np.argsort(imp, kind="stable")
+    s_imp = imp[order]
+    lo = np.searchsorted(s_imp, gen, side="left")
+    hi = np.searchsorted(s_imp, gen, side="right")
+    a_sorted, b_sorted = i_a[order], i_b[order]
+
+    def auc(w: np.ndarray) -> np.ndarray:
+        wi = w[:, a_sorted] * w[:, b_sorted]
+        cw = np.concatenate([np.zeros((len(w), 1)), np.cumsum(wi, axis=1)], axis=1)
+        below = cw[:, lo] + 0.5 * (cw[:, hi] - cw[:, lo])
+        wg = w[:, g_id]
+        denom = wg.sum(1) * wi.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (wg * below).sum(1) / denom
+
+    return auc
+
+
+def check_input_spec(model: Any, paths: Sequence[Path | str], identities: np.ndarray | None,
+                     embeddings: np.ndarray | None, *, landmarks: np.ndarray | None = None,
+                     cache_dir: Path | None = None, target_fmr: float = 1e-3, seed: int = 0,
+                     batch_size: int = 64, max_images: int = CHECK_MAX_IMAGES) -> dict[str, Any]:
+    """Score a sample of genuine/impostor pairs under the spec in use and its variants; say if one is clearly better.
+
+    `paths`, `identities`, `embeddings` (final layer, under the spec in use)
+    and `landmarks` are aligned row by row (the audited rows). Variants are
+    extracted through the same feature cache as the audit. Returns the report's
+    `input_check` entry: `status` "ok", "better_setting" or "not_checked" (with
+    `reason`), the spec in use and every variant with AUC and FNMR, and
+    `better` (the best clearly better variant, with the `flags` that select it).
+    """
+    from faceaudit.backends.spec import spec_source
+    from faceaudit.data.preprocess import PreprocessSpec
+    from faceaudit.fairness import genuine_pairs, impostor_pairs, l2_normalize, score_pairs, threshold_at_fmr
+    from faceaudit.features import extract_features
+
+    spec = model.input_spec
+    base: dict[str, Any] = {"status": "not_checked", "reason": None, "rule": RULE, "spec": describe(spec),
+                            "source": spec_source(model), "better": None, "variants": []}
+    if identities is None:
+        return {**base, "reason": "The manifest has no `identity` column, so the input spec (channel order, "
+                                  "mean, std) could not be checked against genuine and impostor pairs."}
+    if embeddings is None:
+        return {**base, "reason": "The final embedding layer was not extracted, so the input spec could not be checked."}
+    rows = sample_rows(np.asarray(identities, dtype=object), seed, max_images)
+    _, ident = np.unique(np.asarray(identities, dtype=object)[rows].astype(str), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    gi, gj, _ = genuine_pairs(np.arange(len(rows)), ident, 1_000_000, rng)
+    n_id = int(ident.max()) + 1 if len(ident) else 0
+    if n_id < MIN_IDENTITIES or len(gi) < MIN_GENUINE_PAIRS:
+        return {**base, "reason": f"Too few identities with two or more images ({n_id}, {len(gi)} genuine pairs; "
+                                  f"at least {MIN_IDENTITIES} and {MIN_GENUINE_PAIRS} needed) to check the input spec."}
+    ii, ij, _ = impostor_pairs(np.arange(len(rows)), np.arange(len(rows)), ident, MAX_IMPOSTOR_PAIRS, rng, same=True)
+    sample_paths = [paths[i] for i in rows]
+    sample_lms = None if landmarks is None else np.asarray(landmarks)[rows]
+
+    def scores(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        e = l2_normalize(emb)
+        return score_pairs(e, gi, gj, normalized=True), score_pairs(e, ii, ij, normalized=True)
+
+    def summary(gen: np.ndarray, imp: np.ndarray) -> tuple[float, float]:
+        t = threshold_at_fmr(imp, target_fmr)
+        auc = float(_auc_fn(gen, imp, ident[gi], ident[ii], ident[ij])(np.ones((1, n_id)))[0])
+        return auc, float(np.mean(gen < t))
+
+    cur_gen, cur_imp = scores(np.asarray(embeddings)[rows])
+    cur_auc, cur_fnmr = summary(cur_gen, cur_imp)
+    variants = spec_variants(spec)
+    weights = np.random.default_rng([seed, 0x5BEC]).multinomial(n_id, np.full(n_id, 1.0 / n_id), size=BOOTSTRAP)
+    cur_boot = _auc_fn(cur_gen, cur_imp, ident[gi], ident[ii], ident[ij])(weights)
+    alpha = 0.05 / len(variants)
+    entries = []
+    for v in variants:
+        entry: dict[str, Any] = {"name": describe(v), "channel_order": v.channel_order, "mean": list(v.mean),
+                                 "std": list(v.std), "flags": flags_for(v, spec), "better": False}
+        try:
+            fs = extract_features(model, sample_paths, [model.final_layer], landmarks=sample_lms,
+                                  batch_size=batch_size, cache_dir=cache_dir, progress=False,
+                                  preprocess=PreprocessSpec.from_input_spec(v))
+            if not all(fs.ok):
+                raise FaceAuditError(f"{len(fs.failed)} sample image(s) could not be read")
+            gen, imp = scores(fs.features[model.final_layer])
+        except FaceAuditError as exc:  # e.g. all-zero embeddings under a far-off normalisation
+            entries.append({**entry, "auc": None, "fnmr": None, "auc_diff": None, "auc_diff_ci": None,
+                            "note": f"not scored: {exc}"})
+            continue
+        auc, fnmr = summary(gen, imp)
+        diff = _auc_fn(gen, imp, ident[gi], ident[ii], ident[ij])(weights) - cur_boot
+        diff = diff[np.isfinite(diff)]
+        lo, hi = (np.quantile(diff, [alpha / 2, 1 - alpha / 2]).tolist() if len(diff) else (None, None))
+        better = lo is not None and lo > 0 and (1 - auc) <= (1 - MIN_ERROR_REDUCTION) * (1 - cur_auc)
+        entries.append({**entry, "auc": auc, "fnmr": fnmr, "auc_diff": auc - cur_auc, "auc_diff_ci": [lo, hi],
+                        "better": bool(better)})
+    winners = [e for e in entries if e["better"]]
+    best = max(winners, key=lambda e: e["auc"]) if winners else None
+    log.info("input-spec check: in use AUC %.4f; best variant %s", cur_auc, best and best["name"])
+    return {
+        **base,
+        "status": "better_setting" if best else "ok",
+        "in_use": {"name": describe(spec), "channel_order": spec.channel_order, "mean": list(spec.mean),
+                   "std": list(spec.std), "auc": cur_auc, "fnmr": cur_fnmr},
+        "variants": entries,
+        "better": best,
+        "n_images": int(len(rows)),
+        "n_identities": n_id,
+        "n_genuine": int(len(gi)),
+        "n_impostor": int(len(ii)),
+        "target_fmr": target_fmr,
+        "bootstrap": BOOTSTRAP,
+    }
+
+
+def check_message(check: dict[str, Any] | None, model_name: str = "the model") -> str | None:
+    """One line for the terminal and the report when a better setting was found, else None."""
+    if not check or check.get("status") != "better_setting" or not check.get("better"):
+        return None
+    b, cur = check["better"], check.get("in_use") or {}
+    return (
+        f"The input spec in use for {model_name} ({check.get('spec')}, from {check.get('source')}) looks wrong: "
+        f"with {b['name']} the final embedding separates genuine from impostor pairs clearly better "
+        f"(AUC {b['auc']:.4f} vs {cur.get('auc', float('nan')):.4f}; FNMR at FMR {check.get('target_fmr'):g} "
+        f"{b['fnmr']:.4f} vs {cur.get('fnmr', float('nan')):.4f}, on {check.get('n_images')} images). "
+        f"Rerun with {b['flags']} (or save it with `faceaudit spec MODEL {b['flags']} --write`)."
+    )
