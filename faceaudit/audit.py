@@ -62,6 +62,11 @@ class RunSettings:
     align: bool = False
     backend: str | None = None
     backend_options: Mapping[str, Any] = field(default_factory=dict)
+    #: Per-model input-spec keys (trend, compare), keyed by the model's path, file name or label; win over
+    #: the spec keys in backend_options for that model.
+    input_specs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Check the input spec against channel-order/normalisation variants on a sample of pairs (see spec_check).
+    check_input_spec: bool = True
     cache_dir: Path | None = None
     strict: bool = False
     seed: int = 0
@@ -86,7 +91,6 @@ class AuditConfig(RunSettings):
     fairness_attrs: Sequence[str] | None = None
     demo: bool = False
     expressivity_max_rows: int | None = EXPRESSIVITY_MAX_ROWS
-    check_input_spec: bool = True  # score a sample of pairs under spec variants (needs identities); see spec_check
 
 
 @dataclass(frozen=True)

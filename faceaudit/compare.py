@@ -42,11 +42,12 @@ from faceaudit.trend import (
     difference,
     environment,
     expressivity_entries,
-    input_dict,
+    input_checks,
     match_layers,
     measure_models,
     model_labels,
     open_models,
+    spec_report,
 )
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
     labels = model_labels(files, config.labels, "model")
     manifest, rows, paths, landmarks, warnings = prepare_inputs(config)
     models = open_models(files, labels, backend=config.backend, backend_options=config.backend_options,
-                         trust_pickle=config.trust_pickle)
+                         trust_pickle=config.trust_pickle, input_specs=config.input_specs)
     extra = ["final"] if manifest.identities is not None else []
     layer_rows, method = match_layers(models, labels, config.layers, extra=extra)
     if method == "depth":
@@ -229,6 +230,10 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
         assert fairness is not None
         fairness += [{"model": lab, **f} for f in got]
     timings["fairness_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    checks = input_checks(config, models, labels, layer_rows, m, manifest, rows, paths, landmarks, out_dir,
+                          which=labels) if config.check_input_spec else {}
+    timings["input_check_s"] = time.perf_counter() - t
 
     attr_names = [a for a in manifest.attributes if a != "identity" or identity is not None]
     expressivity = expressivity_entries(results, attr_names, layer_rows, labels, what="model")
@@ -241,7 +246,7 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
         "models": [
             {"label": lab, "index": i, "reference": i == 0, "path": str(p), "sha256": m.sha256,
              "backend": m.backend_name, "final_layer": m.final_layer, "n_layers": len(m.layers()),
-             "input": input_dict(m.input_spec)}
+             "input": spec_report(m), "input_check": checks.get(lab)}
             for i, (lab, p, m) in enumerate(zip(labels, files, models))
         ],
         "data": {

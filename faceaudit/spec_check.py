@@ -224,13 +224,14 @@ def check_input_spec(model: Any, paths: Sequence[Path | str], identities: np.nda
     }
 
 
-def check_message(check: dict[str, Any] | None, model_name: str = "the model") -> str | None:
+def check_message(check: Any, model_name: str | None = None) -> str | None:
     """One line for the terminal and the report when a better setting was found, else None."""
     if not check or check.get("status") != "better_setting" or not check.get("better"):
         return None
     b, cur = check["better"], check.get("in_use") or {}
+    whose = f" for {model_name}" if model_name else ""
     return (
-        f"The input spec in use for {model_name} ({check.get('spec')}, from {check.get('source')}) looks wrong: "
+        f"The input spec in use{whose} ({check.get('spec')}, from {check.get('source')}) looks wrong: "
         f"with {b['name']} the final embedding separates genuine from impostor pairs clearly better "
         f"(AUC {b['auc']:.4f} vs {cur.get('auc', float('nan')):.4f}; FNMR at FMR {check.get('target_fmr'):g} "
         f"{b['fnmr']:.4f} vs {cur.get('fnmr', float('nan')):.4f}, on {check.get('n_images')} images). "

@@ -290,7 +290,7 @@ def _input_findings(result: AuditResult) -> list[Finding]:
     check = result.extra.get("input_check")
     if not isinstance(check, Mapping):
         return []
-    msg = check_message(dict(check), "the model")
+    msg = check_message(check)
     if msg:
         return [Finding("high", "input", msg)]
     if check.get("status") == "not_checked" and check.get("reason"):
