@@ -44,7 +44,7 @@ def sidecar_path(model_path: str | Path) -> Path:
 def parse_input_size(value: Any, source: str = "input_size") -> dict[str, int]:
     """`"112x96"` (height x width), `"112"`, `112` or `(112, 96)` -> {"height": ..., "width": ...}."""
     if isinstance(value, str):
-        parts = [p for p in re.split(r"\s*[xX×,]\s*", value.strip()) if p]
+        parts = re.split(r"\s*[xX×,]\s*", value.strip())
     elif isinstance(value, (list, tuple)):
         parts = list(value)
     else:
