@@ -363,3 +363,17 @@ def test_check_does_not_fire_on_mobilefacenet_with_its_correct_spec(mobilefacene
     check = check_input_spec(m, paths, manifest.identities[rows], emb, cache_dir=tmp_path, seed=0)
     assert check["status"] == "ok", check
     assert check["in_use"]["auc"] > 0.95
+
+
+def test_compare_checks_every_model_and_names_the_wrong_one(kit: Kit, tmp_path: Path) -> None:
+    res = _run(["compare", str(kit.rgb), str(kit.bgr), "--labels", "A,B", "--data", str(kit.manifest),
+                "--attrs", "sex", "--layers", "final", "--quick", "--std", "127.5", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "warning: The input spec in use for B" in res.output and "for A" not in res.output
+    report = json.loads((tmp_path / "compare.json").read_text())
+    checks = {m["label"]: m["input_check"] for m in report["models"]}
+    assert checks["A"]["status"] == "ok" and checks["B"]["status"] == "better_setting"
+    assert checks["B"]["better"]["flags"] == "--channel-order BGR"
+    assert report["models"][0]["input"]["sources"]["std"] == "flag"
+    html = (tmp_path / "compare.html").read_text()
+    assert "Input (source)" in html and "HIGH" in html.upper() and "--channel-order BGR" in html
