@@ -151,6 +151,8 @@ def check_input_spec(model: Any, paths: Sequence[Path | str], identities: np.nda
     spec = model.input_spec
     base: dict[str, Any] = {"status": "not_checked", "reason": None, "rule": RULE, "spec": describe(spec),
                             "source": spec_source(model), "better": None, "variants": []}
+    if getattr(model, "precomputed", False):
+        return {**base, "reason": "The features are precomputed, so no input spec applies to them."}
     if identities is None:
         return {**base, "reason": "The manifest has no `identity` column, so the input spec (channel order, "
                                   "mean, std) could not be checked against genuine and impostor pairs."}

@@ -667,6 +667,7 @@ def run_demo_trend(out_dir: Path, assets: Any, *, seed: int = 0, progress: bool 
         manifest=assets.manifest, attrs="age,sex,yaw,identity", layer="final", layers="final",
         estimator="entropy", seeds=1, quick=True, out_dir=Path(out_dir), seed=seed, demo=True,
         progress=progress, estimator_options={"max_steps": 200},
+        check_input_spec=False,  # the demo's audit already checks the final model's spec
     )
     return run_trend(config)
 
