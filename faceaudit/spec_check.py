@@ -118,14 +118,17 @@ def _auc_fn(gen: np.ndarray, imp: np.ndarray, g_id: np.ndarray, i_a: np.ndarray,
     hi = np.searchsorted(s_imp, gen, side="right")
     a_sorted, b_sorted = i_a[order], i_b[order]
 
-    def auc(w: np.ndarray) -> np.ndarray:
-        wi = w[:, a_sorted] * w[:, b_sorted]
-        cw = np.concatenate([np.zeros((len(w), 1)), np.cumsum(wi, axis=1)], axis=1)
-        below = cw[:, lo] + 0.5 * (cw[:, hi] - cw[:, lo])
-        wg = w[:, g_id]
-        denom = wg.sum(1) * wi.sum(1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (wg * below).sum(1) / denom
+    def auc(weights: np.ndarray) -> np.ndarray:
+        out = []
+        for s in range(0, len(weights), 32):  # 32 replicates at a time: memory ~ 32 x n_impostor floats
+            w = weights[s:s + 32].astype(np.float64)
+            wi = w[:, a_sorted] * w[:, b_sorted]
+            cw = np.concatenate([np.zeros((len(w), 1)), np.cumsum(wi, axis=1)], axis=1)
+            below = cw[:, lo] + 0.5 * (cw[:, hi] - cw[:, lo])
+            wg = w[:, g_id]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out.append((wg * below).sum(1) / (wg.sum(1) * wi.sum(1)))
+        return np.concatenate(out)
 
     return auc
 

@@ -377,3 +377,20 @@ def test_compare_checks_every_model_and_names_the_wrong_one(kit: Kit, tmp_path: 
     assert report["models"][0]["input"]["sources"]["std"] == "flag"
     html = (tmp_path / "compare.html").read_text()
     assert "Input (source)" in html and "HIGH" in html.upper() and "--channel-order BGR" in html
+
+
+def test_weighted_auc_matches_brute_force_with_ties() -> None:
+    from faceaudit.spec_check import _auc_fn
+
+    rng = np.random.default_rng(1)
+    gen = rng.integers(0, 6, 40).astype(float)  # many ties
+    imp = rng.integers(0, 5, 300).astype(float)
+    g_id, i_a, i_b = rng.integers(0, 7, 40), rng.integers(0, 7, 300), rng.integers(0, 7, 300)
+    w = rng.integers(0, 3, (70, 7)).astype(float)
+    w[0] = 1.0
+    got = _auc_fn(gen, imp, g_id, i_a, i_b)(w)
+    for k in (0, 5, 69):
+        wg, wi = w[k, g_id], w[k, i_a] * w[k, i_b]
+        cmp = (gen[:, None] > imp[None]) + 0.5 * (gen[:, None] == imp[None])
+        expect = (wg[:, None] * wi[None] * cmp).sum() / (wg.sum() * wi.sum())
+        assert got[k] == pytest.approx(expect, rel=1e-12)
