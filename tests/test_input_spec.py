@@ -379,8 +379,9 @@ def test_compare_checks_every_model_and_names_the_wrong_one(kit: Kit, tmp_path: 
     assert "Input (source)" in html and "HIGH" in html.upper() and "--channel-order BGR" in html
 
 
-def test_weighted_auc_matches_brute_force_with_ties() -> None:
-    from faceaudit.spec_check import _auc_fn
+def test_weighted_auc_and_fnmr_match_brute_force() -> None:
+    from faceaudit.fairness import threshold_at_fmr
+    from faceaudit.spec_check import _stats_fn
 
     rng = np.random.default_rng(1)
     gen = rng.integers(0, 6, 40).astype(float)  # many ties
@@ -388,9 +389,14 @@ def test_weighted_auc_matches_brute_force_with_ties() -> None:
     g_id, i_a, i_b = rng.integers(0, 7, 40), rng.integers(0, 7, 300), rng.integers(0, 7, 300)
     w = rng.integers(0, 3, (70, 7)).astype(float)
     w[0] = 1.0
-    got = _auc_fn(gen, imp, g_id, i_a, i_b)(w)
+    aucs, _ = _stats_fn(gen, imp, g_id, i_a, i_b, 0.01)(w)
     for k in (0, 5, 69):
         wg, wi = w[k, g_id], w[k, i_a] * w[k, i_b]
         cmp = (gen[:, None] > imp[None]) + 0.5 * (gen[:, None] == imp[None])
         expect = (wg[:, None] * wi[None] * cmp).sum() / (wg.sum() * wi.sum())
-        assert got[k] == pytest.approx(expect, rel=1e-12)
+        assert aucs[k] == pytest.approx(expect, rel=1e-12)
+    # continuous scores, unit weights: FNMR at the fairness module's threshold
+    gen, imp = rng.normal(1, 1, 200), rng.normal(0, 1, 5000)
+    for fmr in (1e-3, 1e-2, 0.1):
+        _, fnmr = _stats_fn(gen, imp, np.zeros(200, int), np.zeros(5000, int), np.zeros(5000, int), fmr)(np.ones((1, 1)))
+        assert fnmr[0] == pytest.approx(np.mean(gen < threshold_at_fmr(imp, fmr)))
