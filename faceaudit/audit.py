@@ -323,15 +323,6 @@ def choose_rows(n: int, config: RunSettings) -> np.ndarray:
     return np.sort(rng.choice(n, size=cap, replace=False))
 
 
-def input_spec_dict(spec: Any) -> dict[str, Any]:
-    """A backend's input spec as plain JSON data for the report."""
-    if hasattr(spec, "to_dict"):
-        return spec.to_dict()
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(spec) if is_dataclass(spec) else dict(spec)
-
-
 def attribute_summary(attr: Any, used: np.ndarray) -> dict[str, Any]:
     """Valid/missing counts and group sizes of one attribute over the rows actually audited."""
     groups = attr.groups[used]

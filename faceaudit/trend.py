@@ -424,12 +424,6 @@ def input_checks(config: Any, models: Sequence[Any], labels: Sequence[str], laye
     return out
 
 
-def input_dict(spec: Any) -> dict[str, Any]:
-    from faceaudit.audit import input_spec_dict
-
-    return input_spec_dict(spec)
-
-
 def attribute_summaries(manifest: Any, used: np.ndarray) -> list[dict[str, Any]]:
     from faceaudit.audit import attribute_summary
 
