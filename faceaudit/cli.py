@@ -107,9 +107,9 @@ _SPEC_FLAG_NAMES = {"channel_order": "--channel-order", "mean": "--mean", "std":
 def _input_spec_flags(per_model: bool) -> Any:
     """--channel-order/--mean/--std/--input-size (and, for several models, --input-spec MODEL=FILE)."""
     options = [
-        click.option("--channel-order", type=click.Choice(["RGB", "BGR"], case_sensitive=False), default=None,
-                     help="Colour order the model expects [default: the sidecar MODEL.faceaudit.json, else the "
-                          "model's metadata, else RGB]."),
+        click.option("--channel-order", default=None, metavar="RGB|BGR",
+                     help="Colour order the model expects, any case [default: the sidecar MODEL.faceaudit.json, "
+                          "else the model's metadata, else RGB]."),
         click.option("--mean", default=None, metavar="M|R,G,B",
                      help="Pixel mean subtracted (0..255 scale): one value or three in R,G,B order [default: 127.5]."),
         click.option("--std", default=None, metavar="S|R,G,B",
