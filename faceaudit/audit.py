@@ -64,6 +64,11 @@ class RunSettings:
     align: bool = False
     backend: str | None = None
     backend_options: Mapping[str, Any] = field(default_factory=dict)
+    #: Per-model input-spec keys (trend, compare), keyed by the model's path, file name or label; win over
+    #: the spec keys in backend_options for that model.
+    input_specs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Check the input spec against channel-order/normalisation variants on a sample of pairs (see spec_check).
+    check_input_spec: bool = True
     cache_dir: Path | None = None
     strict: bool = False
     seed: int = 0
@@ -208,6 +213,7 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     problems with the inputs, before any long work where it can.
     """
     from faceaudit.backends import open_model, select_layers
+    from faceaudit.backends.spec import spec_report
     from faceaudit.expressivity import estimate_many
     from faceaudit.features import extract_features, subsample_rows
     from faceaudit._progress import stage_line
@@ -275,6 +281,19 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
     timings["fairness_s"] = time.perf_counter() - t
     stage_line("verification fairness", len(fairness or ()), "attributes", timings["fairness_s"], enabled=config.progress)
 
+    input_check = None
+    if config.check_input_spec:
+        from faceaudit.spec_check import check_input_spec
+
+        t = time.perf_counter()
+        ok = np.flatnonzero(np.asarray(feats.ok, dtype=bool))
+        input_check = check_input_spec(
+            model, [paths[k] for k in ok], None if manifest.identities is None else manifest.identities[used],
+            feats.features.get(model.final_layer), landmarks=None if landmarks is None else landmarks[ok],
+            cache_dir=cache_dir, target_fmr=config.target_fmr, seed=config.seed, batch_size=config.batch_size,
+        )
+        timings["input_check_s"] = time.perf_counter() - t
+
     report = {
         "schema_version": "1.0",
         "kind": "audit",
@@ -286,8 +305,9 @@ def run_audit(config: AuditConfig) -> AuditOutcome:
             "sha256": model.sha256,
             "backend": model.backend_name,
             **model_provenance(model),
-            "input": input_spec_dict(model.input_spec),
+            "input": spec_report(model),
         },
+        "input_check": input_check,
         "data": {
             "manifest": str(config.manifest),
             "n_images": len(manifest),
@@ -396,15 +416,6 @@ def choose_rows(n: int, config: RunSettings) -> np.ndarray:
         return np.arange(n)
     rng = np.random.default_rng(config.seed)
     return np.sort(rng.choice(n, size=cap, replace=False))
-
-
-def input_spec_dict(spec: Any) -> dict[str, Any]:
-    """A backend's input spec as plain JSON data for the report."""
-    if hasattr(spec, "to_dict"):
-        return spec.to_dict()
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(spec) if is_dataclass(spec) else dict(spec)
 
 
 def attribute_summary(attr: Any, used: np.ndarray) -> dict[str, Any]:

@@ -168,6 +168,60 @@ def _finish(outcome: Any, fail_on: str | None) -> None:
         raise click.exceptions.Exit(EXIT_FINDINGS)
 
 
+_SPEC_FLAG_NAMES = {"channel_order": "--channel-order", "mean": "--mean", "std": "--std",
+                    "input_size": "--input-size"}
+
+
+def _input_spec_flags(per_model: bool) -> Any:
+    """--channel-order/--mean/--std/--input-size (and, for several models, --input-spec MODEL=FILE)."""
+    options = [
+        click.option("--channel-order", default=None, metavar="RGB|BGR",
+                     help="Colour order the model expects, any case [default: the sidecar MODEL.faceaudit.json, "
+                          "else the model's metadata, else RGB]."),
+        click.option("--mean", default=None, metavar="M|R,G,B",
+                     help="Pixel mean subtracted (0..255 scale): one value or three in R,G,B order [default: 127.5]."),
+        click.option("--std", default=None, metavar="S|R,G,B",
+                     help="Divisor after the mean (> 0): one value or three in R,G,B order [default: 127.5]."),
+        click.option("--input-size", default=None, metavar="HxW",
+                     help="Input height x width in pixels, e.g. 112x112 [default: from the model]."),
+    ]
+    if per_model:
+        options.append(click.option(
+            "--input-spec", "input_specs", multiple=True, metavar="MODEL=FILE",
+            help="A JSON input spec (the sidecar's keys) for one model, named by its path, file name or label; "
+                 "repeatable. Wins over the flags above for that model."))
+
+    def apply(func: Any) -> Any:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply
+
+
+def _spec_options(channel_order: str | None, mean: str | None, std: str | None,
+                  input_size: str | None) -> dict[str, Any]:
+    """The spec flags as open_model keywords, validated (a bad value names its flag; exit 2)."""
+    from faceaudit.backends.spec import spec_overrides
+
+    return spec_overrides(channel_order=channel_order, mean=mean, std=std, input_size=input_size,
+                          names=_SPEC_FLAG_NAMES)
+
+
+def _per_model_specs(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """--input-spec MODEL=FILE values -> {MODEL: spec keys}; each FILE read and validated now."""
+    from faceaudit.backends.spec import read_spec_file
+    from faceaudit.errors import InputError
+
+    out: dict[str, dict[str, Any]] = {}
+    for value in values:
+        name, sep, file = value.rpartition("=")
+        if not sep or not name or not file:
+            raise InputError(f"--input-spec {value!r}: write it as MODEL=FILE, e.g. --input-spec b.onnx=b_spec.json.")
+        out[name] = read_spec_file(file, "--input-spec file")
+    return out
+
+
 @click.group(cls=_AuditGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="faceaudit")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for failures.")
@@ -245,12 +299,14 @@ Examples:
 @click.option("--trust-pickle", is_flag=True,
               help="DANGEROUS: allow full-pickle PyTorch files, which can run arbitrary code. "
                    "Only for files you created yourself.")
+@_input_spec_flags(per_model=False)
 @_executor_flags
 @_pipeline_flags
 def run(model: Path, manifest: Path | None, attrs: str, layers_spec: str, estimator: str, seeds: int | None,
         device: str, target_fmr: float, out_dir: Path, quick: bool, pooling: str, batch_size: int,
         align: bool, fairness_attrs: str | None, backend: str | None, cache_dir: Path | None,
-        strict: bool, seed: int, trust_pickle: bool, executor: str, ray_address: str | None,
+        strict: bool, seed: int, trust_pickle: bool, channel_order: str | None, mean: str | None,
+        std: str | None, input_size: str | None, executor: str, ray_address: str | None,
         ray_actors: int | None, n_faces: int | None, fail_on: str | None, quiet: bool) -> None:
     """Audit MODEL on the faces of a manifest; write report.html, report.json and report.md.
 
@@ -270,6 +326,7 @@ def run(model: Path, manifest: Path | None, attrs: str, layers_spec: str, estima
         pooling=pooling, batch_size=batch_size, align=align,
         fairness_attrs=_split(fairness_attrs) or None, backend=backend, cache_dir=cache_dir,
         strict=strict, seed=seed, trust_pickle=trust_pickle,
+        backend_options=_spec_options(channel_order, mean, std, input_size),
         executor_options=_executor_options(executor, ray_address, ray_actors),
         n_faces=n_faces, progress=False if quiet else None,
     )
@@ -280,13 +337,20 @@ def run(model: Path, manifest: Path | None, attrs: str, layers_spec: str, estima
 
 def _print_outcome(outcome: Any) -> None:
     from faceaudit.report.markdown import markdown_name
+    from faceaudit.spec_check import check_message
 
+    report = getattr(outcome, "report", None) or {}
+    checks = [report.get("input_check")] + [m.get("input_check") for m in report.get("models") or report.get("checkpoints") or ()]
+    for check in checks:
+        msg = check_message(check, (check or {}).get("model"))
+        if msg:
+            click.secho(_printable(f"warning: {msg}"), fg="yellow", err=True)
     _echo(f"report: {outcome.html_path}")
     _echo(f"json:   {outcome.json_path}")
-    md = Path(outcome.html_path).with_name(markdown_name(getattr(outcome, "report", None) or {}))
+    md = Path(outcome.html_path).with_name(markdown_name(report))
     if md.is_file():
         _echo(f"md:     {md}")
-    if ((getattr(outcome, "report", None) or {}).get("data") or {}).get("synthetic"):
+    if (report.get("data") or {}).get("synthetic"):
         _echo("data:   built-in synthetic phantom faces (no --data): a first look, not evidence about real people")
     for line in outcome.findings[:5]:
         _echo(f"  - {line}")
@@ -327,14 +391,16 @@ Examples:
 @_multi_model_flags("checkpoint")
 @click.option("--seed", default=0, show_default=True, help="Seed for subsets, splits and critics.")
 @click.option("--trust-pickle", is_flag=True, help="DANGEROUS: allow full-pickle PyTorch files.")
+@_input_spec_flags(per_model=True)
 @_executor_flags
 @_pipeline_flags
 def trend(checkpoints: tuple[Path, ...], manifest: Path | None, attrs: str, labels: str | None, layer: str,
           layers_spec: str, estimator: str, identity_estimator: str, seeds: int | None, device: str,
           out_dir: Path, quick: bool, pooling: str, batch_size: int, align: bool, backend: str | None,
           cache_dir: Path | None, max_images: int | None, strict: bool, seed: int, trust_pickle: bool,
-          executor: str, ray_address: str | None, ray_actors: int | None, n_faces: int | None,
-          fail_on: str | None, quiet: bool) -> None:
+          channel_order: str | None, mean: str | None, std: str | None, input_size: str | None,
+          input_specs: tuple[str, ...], executor: str, ray_address: str | None, ray_actors: int | None,
+          n_faces: int | None, fail_on: str | None, quiet: bool) -> None:
     """Follow expressivity across training CHECKPOINTS (in training order); write trend.html and trend.json.
 
     As a face network trains, the information its final layer holds about yaw,
@@ -353,6 +419,8 @@ def trend(checkpoints: tuple[Path, ...], manifest: Path | None, attrs: str, labe
         align=align, backend=backend, cache_dir=cache_dir, max_images=max_images, strict=strict, seed=seed,
         trust_pickle=trust_pickle, executor_options=_executor_options(executor, ray_address, ray_actors),
         n_faces=n_faces, progress=False if quiet else None,
+        backend_options=_spec_options(channel_order, mean, std, input_size),
+        input_specs=_per_model_specs(input_specs),
     )
     with _quiet_logging(quiet):
         outcome = run_trend(config)
@@ -394,13 +462,15 @@ Examples:
 @_multi_model_flags("model")
 @click.option("--seed", default=0, show_default=True, help="Seed for subsets, splits, critics, pairs and bootstrap.")
 @click.option("--trust-pickle", is_flag=True, help="DANGEROUS: allow full-pickle PyTorch files.")
+@_input_spec_flags(per_model=True)
 @_executor_flags
 @_pipeline_flags
 def compare(models: tuple[Path, ...], manifest: Path | None, attrs: str, labels: str | None, layers_spec: str,
             estimator: str, identity_estimator: str, seeds: int | None, device: str, target_fmr: float,
             fairness_attrs: str | None, z: float, out_dir: Path, quick: bool, pooling: str, batch_size: int,
             align: bool, backend: str | None, cache_dir: Path | None, max_images: int | None, strict: bool,
-            seed: int, trust_pickle: bool, executor: str, ray_address: str | None,
+            seed: int, trust_pickle: bool, channel_order: str | None, mean: str | None, std: str | None,
+            input_size: str | None, input_specs: tuple[str, ...], executor: str, ray_address: str | None,
             ray_actors: int | None, n_faces: int | None, fail_on: str | None, quiet: bool) -> None:
     """Compare MODELS side by side on the same faces; write compare.html and compare.json.
 
@@ -419,6 +489,8 @@ def compare(models: tuple[Path, ...], manifest: Path | None, attrs: str, labels:
         max_images=max_images, strict=strict, seed=seed, trust_pickle=trust_pickle,
         executor_options=_executor_options(executor, ray_address, ray_actors),
         n_faces=n_faces, progress=False if quiet else None,
+        backend_options=_spec_options(channel_order, mean, std, input_size),
+        input_specs=_per_model_specs(input_specs),
     )
     with _quiet_logging(quiet):
         outcome = run_compare(config)
@@ -460,6 +532,63 @@ def layers(model: Path, backend: str | None, pooling: str, as_json: bool, trust_
                    f"{row['depth']:.2f}{final}")
     _echo(f"\n{len(table)} layers; * = picked by --layers auto; dim = features per image with "
                f"--pooling {pooling}; depth: 0 = input .. 1 = output")
+
+
+_SPEC_EPILOG = """\b
+Examples:
+  faceaudit spec model.onnx                                  # the spec in use and where it comes from
+  faceaudit spec model.onnx --channel-order BGR --write      # save it beside the model (model.onnx.faceaudit.json)
+  faceaudit spec model.onnx --channel-order BGR --embed --out model_bgr.onnx
+"""
+
+
+@main.command(epilog=_SPEC_EPILOG)
+@click.argument("model", type=click.Path(path_type=Path))
+@_input_spec_flags(per_model=False)
+@click.option("--write", "write_sidecar", is_flag=True,
+              help="Save the resulting spec as the sidecar MODEL.faceaudit.json, read by every later audit "
+                   "(replaces only an existing faceaudit sidecar).")
+@click.option("--embed", is_flag=True, help="Write the resulting spec into an ONNX model's metadata "
+                                            "(faceaudit.input_spec): into a new file (--out) or, with --in-place, "
+                                            "the model itself.")
+@click.option("--out", "out_model", default=None, type=click.Path(path_type=Path),
+              help="With --embed: the new model file to write (must not exist).")
+@click.option("--in-place", is_flag=True, help="With --embed: replace MODEL itself (atomically).")
+@click.option("--backend", default=None, help="Backend name (default: chosen from the file suffix).")
+@click.option("--json", "as_json", is_flag=True, help="Print the spec as JSON.")
+@click.option("--trust-pickle", is_flag=True, help="DANGEROUS: allow full-pickle PyTorch files.")
+def spec(model: Path, channel_order: str | None, mean: str | None, std: str | None, input_size: str | None,
+         write_sidecar: bool, embed: bool, out_model: Path | None, in_place: bool, backend: str | None,
+         as_json: bool, trust_pickle: bool) -> None:
+    """Show the input spec MODEL is fed with and where each key comes from; optionally save it.
+
+    Precedence: these flags, then the sidecar MODEL.faceaudit.json, then the
+    model's metadata, then the model's input shape, then the default (112x112,
+    RGB, mean 127.5, std 127.5).
+    """
+    from faceaudit.backends import open_model
+    from faceaudit.backends.spec import embed_onnx, spec_report
+    from faceaudit.backends.spec import write_sidecar as write_side
+    from faceaudit.errors import InputError
+
+    if (out_model is not None or in_place) and not embed:
+        raise InputError("--out and --in-place go with --embed; add --embed, or use --write for a sidecar.")
+    options: dict[str, Any] = {"trust_pickle": True} if trust_pickle else {}
+    m = open_model(model, backend=backend, **options, **_spec_options(channel_order, mean, std, input_size))
+    report = spec_report(m)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        sources = report["sources"]
+        click.echo(f"input spec of {model.name} (source: {report['source']}):")
+        for key in ("height", "width", "layout", "channel_order", "mean", "std"):
+            value = report[key]
+            shown = ",".join(f"{v:g}" for v in value) if isinstance(value, list) else str(value)
+            click.echo(f"  {key:14} {shown:24} ({sources[key]})")
+    if write_sidecar:
+        click.echo(f"wrote: {write_side(model, m.input_spec)}")
+    if embed:
+        click.echo(f"wrote: {embed_onnx(model, m.input_spec, out_model, in_place=in_place)}")
 
 
 @main.command()

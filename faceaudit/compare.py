@@ -49,11 +49,12 @@ from faceaudit.trend import (
     difference,
     environment,
     expressivity_entries,
-    input_dict,
+    input_checks,
     match_layers,
     measure_models,
     model_labels,
     open_models,
+    spec_report,
 )
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
         raise InputError(f"A comparison needs at least two models; got {len(files)}. The first is the reference.")
     labels = model_labels(files, config.labels, "model")
     models = open_models(files, labels, backend=config.backend, backend_options=config.backend_options,
-                         trust_pickle=config.trust_pickle)
+                         trust_pickle=config.trust_pickle, input_specs=config.input_specs)
     config, data_note = use_default_data(config, models[0].input_spec, out_dir)
     manifest, rows, paths, landmarks, warnings = prepare_inputs(config)
     extra = ["final"] if manifest.identities is not None else []
@@ -247,6 +248,10 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
         assert fairness is not None
         fairness += [{"model": lab, **f} for f in got]
     timings["fairness_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    checks = input_checks(config, models, labels, layer_rows, m, manifest, rows, paths, landmarks, out_dir,
+                          which=labels) if config.check_input_spec else {}
+    timings["input_check_s"] = time.perf_counter() - t
 
     attr_names = [a for a in manifest.attributes if a != "identity" or identity is not None]
     expressivity = expressivity_entries(results, attr_names, layer_rows, labels, what="model")
@@ -258,9 +263,8 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
         "demo": False,
         "models": [
             {"label": lab, "index": i, "reference": i == 0, "path": str(p), "sha256": m.sha256,
-             "backend": m.backend_name, **model_provenance(m), "final_layer": m.final_layer,
-             "n_layers": len(m.layers()),
-             "input": input_dict(m.input_spec)}
+             "backend": m.backend_name, **model_provenance(m), "final_layer": m.final_layer, "n_layers": len(m.layers()),
+             "input": spec_report(m), "input_check": checks.get(lab)}
             for i, (lab, p, m) in enumerate(zip(labels, files, models))
         ],
         "data": {

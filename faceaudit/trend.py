@@ -130,8 +130,13 @@ def model_labels(paths: Sequence[Path], labels: Sequence[str] | str | None, what
 
 
 def open_models(paths: Sequence[Path], labels: Sequence[str], *, backend: str | None,
-                backend_options: Mapping[str, Any], trust_pickle: bool) -> list[Any]:
-    """Open every model file (in order), failing before any long work if one cannot be opened."""
+                backend_options: Mapping[str, Any], trust_pickle: bool,
+                input_specs: Mapping[str, Mapping[str, Any]] | None = None) -> list[Any]:
+    """Open every model file (in order), failing before any long work if one cannot be opened.
+
+    `input_specs` gives input-spec keys for single models, keyed by path, file
+    name or label (they win over the spec keys in `backend_options`).
+    """
     from faceaudit.backends import open_model
 
     if not paths:
@@ -139,7 +144,16 @@ def open_models(paths: Sequence[Path], labels: Sequence[str], *, backend: str | 
     options = dict(backend_options)
     if trust_pickle:
         options["trust_pickle"] = True
-    return [open_model(p, backend=backend, **options) for p in paths]
+    per_model: list[dict[str, Any]] = [{} for _ in paths]
+    for key, keys in (input_specs or {}).items():
+        hits = [i for i, (p, lab) in enumerate(zip(paths, labels)) if key in (str(p), Path(p).name, lab)]
+        if len(hits) != 1:
+            known = ", ".join(f"{lab} ({Path(p).name})" for p, lab in zip(paths, labels))
+            what = "none" if not hits else f"{len(hits)} of them"
+            raise InputError(f"--input-spec names {key!r}, which matches {what} of the models given ({known}); "
+                             "name one model by its path, file name or label.")
+        per_model[hits[0]].update(keys)
+    return [open_model(p, backend=backend, **{**options, **extra}) for p, extra in zip(paths, per_model)]
 
 
 def _same_architecture(models: Sequence[Any]) -> bool:
@@ -392,10 +406,33 @@ def attribute_inputs(manifest: Any, used: np.ndarray, warnings: list[str]
     return attrs, identity, id_info
 
 
-def input_dict(spec: Any) -> dict[str, Any]:
-    from faceaudit.audit import input_spec_dict
+def spec_report(model: Any) -> dict[str, Any]:
+    """The model's input spec with its source, for a checkpoint or model entry of the report."""
+    from faceaudit.backends.spec import spec_report as _report
 
-    return input_spec_dict(spec)
+    return _report(model)
+
+
+def input_checks(config: Any, models: Sequence[Any], labels: Sequence[str], layer_rows: Sequence[MatchedLayer],
+                 measured: Measured, manifest: Any, rows: np.ndarray, paths: Sequence[Path],
+                 landmarks: np.ndarray | None, out_dir: Path, *, which: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The input-spec check (see spec_check) of the models labelled `which`, on the rows every model read."""
+    from faceaudit.spec_check import check_input_spec
+
+    final = next((r for r in layer_rows if r.final), None)
+    keep = np.flatnonzero(np.isin(rows, measured.used))
+    ids = None if manifest.identities is None else manifest.identities[measured.used]
+    cache_root = Path(config.cache_dir) if config.cache_dir else out_dir / "cache"
+    out = {}
+    for i, (lab, m) in enumerate(zip(labels, models)):
+        if lab not in which:
+            continue
+        emb = measured.features[lab][final.key] if final is not None else None
+        out[lab] = {"model": lab, **check_input_spec(
+            m, [paths[k] for k in keep], ids, emb, landmarks=None if landmarks is None else landmarks[keep],
+            cache_dir=cache_root / _safe_dir(i, lab), target_fmr=getattr(config, "target_fmr", 1e-3),
+            seed=config.seed, batch_size=config.batch_size)}
+    return out
 
 
 def attribute_summaries(manifest: Any, used: np.ndarray) -> list[dict[str, Any]]:
@@ -546,7 +583,7 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
         raise InputError(f"A trend needs at least two checkpoints; got {len(ckpts)}. Pass them in training order.")
     labels = model_labels(ckpts, config.labels, "checkpoint")
     models = open_models(ckpts, labels, backend=config.backend, backend_options=config.backend_options,
-                         trust_pickle=config.trust_pickle)
+                         trust_pickle=config.trust_pickle, input_specs=config.input_specs)
     config, data_note = use_default_data(config, models[0].input_spec, out_dir)
     manifest, rows, paths, landmarks, warnings = prepare_inputs(config)
     focus_names = select_layers(models[0], config.layer)
@@ -569,6 +606,10 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
     failed, used = m.failed, m.used
     identity, id_info, results = m.identity, m.identity_info, m.results
     options, max_dim = estimator_settings(config)
+    t = time.perf_counter()
+    checks = input_checks(config, models, labels, layer_rows, m, manifest, rows, paths, landmarks, out_dir,
+                          which=labels[-1:]) if config.check_input_spec else {}
+    timings["input_check_s"] = time.perf_counter() - t
 
     attr_names = [a for a in manifest.attributes if a != "identity" or identity is not None]
     expressivity = expressivity_entries(results, attr_names, layer_rows, labels, what="checkpoint")
@@ -580,7 +621,7 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
         "demo": config.demo,
         "checkpoints": [
             {"label": lab, "index": i, "path": str(p), "sha256": m.sha256, "backend": m.backend_name,
-             **model_provenance(m), "final_layer": m.final_layer, "input": input_dict(m.input_spec)}
+             **model_provenance(m), "final_layer": m.final_layer, "input": spec_report(m), "input_check": checks.get(lab)}
             for i, (lab, p, m) in enumerate(zip(labels, ckpts, models))
         ],
         "data": {
@@ -639,6 +680,7 @@ def run_demo_trend(out_dir: Path, assets: Any, *, seed: int = 0, progress: bool 
         manifest=assets.manifest, attrs="age,sex,yaw,identity", layer="final", layers="final",
         estimator="entropy", seeds=1, quick=True, out_dir=Path(out_dir), seed=seed, demo=True,
         progress=progress, estimator_options={"max_steps": 200},
+        check_input_spec=False,  # the demo's audit already checks the final model's spec
     )
     return run_trend(config)
 

@@ -107,16 +107,31 @@ def backend_for_path(path: str | Path) -> str:
     return top[0].name
 
 
-def open_model(path: str | Path, backend: str | None = None, **options: Any) -> Backend:
+def open_model(path: str | Path, backend: str | None = None, *, channel_order: str | None = None,
+               mean: Any = None, std: Any = None, input_size: Any = None, sidecar: bool = True,
+               **options: Any) -> Backend:
     """Open a model file with the backend named `backend`, or the one its suffix selects.
 
-    `options` go to the backend (e.g. device="cpu", final_layer=..., input-spec
-    overrides height/width/layout/channel_order/mean/std, factory= for PyTorch).
+    The input spec is, key by key, what is stated here (`channel_order` "RGB" or
+    "BGR"; `mean`, `std`: one number or three, in R, G, B order; `input_size`
+    "HxW", one number or (height, width); `height`, `width`, `layout` as
+    options), else the sidecar file `MODEL.faceaudit.json` when `sidecar` is
+    True, else the model's metadata, else the default; `model.input_spec_sources`
+    says which. Other `options` go to the backend (e.g. device="cpu",
+    final_layer=..., factory= for PyTorch).
     """
+    from faceaudit.backends.spec import apply_spec, read_sidecar, spec_overrides
+
     p = Path(path)
     if not p.exists():
         raise ModelError(f"Model file {p} does not exist. Check the path.")
+    stated = spec_overrides(
+        channel_order=channel_order, mean=mean, std=std, input_size=input_size,
+        height=options.pop("height", None), width=options.pop("width", None), layout=options.pop("layout", None),
+    )
+    side = read_sidecar(p) if sidecar else {}
     cls = get_backend(backend) if backend else get_backend(backend_for_path(p))
-    model = cls(p, **options)
+    model = cls(p, **options, **{**side, **stated})
+    model = apply_spec(model, stated, side, f"input spec for {p.name}")
     check_opened(model)
     return model

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,23 +25,89 @@ from faceaudit.errors import BackendError, InputError, ModelError, did_you_mean,
 #: Name under which every backend exposes the model input as a probe-able layer.
 INPUT_KIND = "Input"
 
-_LAYOUTS = ("NCHW", "NHWC")
-_ORDERS = ("RGB", "BGR")
+LAYOUTS = ("NCHW", "NHWC")
+CHANNEL_ORDERS = ("RGB", "BGR")
+#: Keys of an input spec (ONNX metadata, sidecar file, open_model keywords).
+SPEC_KEYS = ("height", "width", "layout", "channel_order", "mean", "std")
+#: Largest height or width accepted: a batch of 64 such images is already about 3 GB of float32.
+MAX_INPUT_SIDE = 2048
+
+
+def _side(value: Any, key: str, source: str) -> int:
+    """A positive whole number of pixels, at most MAX_INPUT_SIDE."""
+    v: int | None = None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        v = int(value)
+    elif isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        v = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        v = int(value.strip())
+    if v is None or v <= 0:
+        raise ModelError(f"{source}: {key} must be a positive whole number of pixels, got {value!r}.")
+    if v > MAX_INPUT_SIDE:
+        raise ModelError(
+            f"{source}: {key} {v} is larger than {MAX_INPUT_SIDE} pixels, far beyond any face model's input "
+            f"(ArcFace 112, FaceNet 160); a batch of such images would not fit in memory. Fix the {key} of the "
+            "input spec."
+        )
+    return v
+
+
+def _choice(value: Any, key: str, allowed: tuple[str, ...], source: str) -> str:
+    """One of `allowed`, case-insensitive, returned in upper case."""
+    text = value.strip().upper() if isinstance(value, str) else None
+    if text not in allowed:
+        raise ModelError(f"{source}: {key} must be {' or '.join(allowed)} (any case), got {value!r}.")
+    return text  # type: ignore[return-value]
 
 
 def _triple(value: Any, what: str, source: str) -> tuple[float, float, float]:
-    if isinstance(value, (int, float)):
+    """One number or three (one per channel), as three finite floats."""
+    vals: tuple[float, ...] = ()
+    if isinstance(value, str):
+        value = [v for v in re.split(r"[,\s]+", value.strip()) if v]
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
         vals = (float(value),) * 3
-    else:
+    elif isinstance(value, (list, tuple, np.ndarray)):
         try:
-            vals = tuple(float(v) for v in value)
+            vals = tuple(float(v) for v in value if not isinstance(v, (bool, np.bool_)))
         except (TypeError, ValueError):
+            vals = ()
+        if len(vals) != len(value):
             vals = ()
         if len(vals) == 1:
             vals = vals * 3
     if len(vals) != 3 or not all(math.isfinite(v) for v in vals):
-        raise ModelError(f"{source}: {what} must be one number or three (one per channel), got {value!r}.")
+        raise ModelError(
+            f"{source}: {what} must be one finite number or three (one per channel, in R, G, B order), "
+            f"got {value!r}."
+        )
     return vals  # type: ignore[return-value]
+
+
+def _normalised(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Validate every input-spec key and return them in canonical form (upper case, ints, float triples)."""
+    unknown = sorted(set(values) - set(SPEC_KEYS))
+    if unknown:
+        raise ModelError(f"{source}: unknown input-spec key(s) {unknown}; the keys are {', '.join(SPEC_KEYS)}.")
+    out = dict(values)
+    for key in ("height", "width"):
+        if key in out:
+            out[key] = _side(out[key], key, source)
+    if "layout" in out:
+        out["layout"] = _choice(out["layout"], "layout", LAYOUTS, source)
+    if "channel_order" in out:
+        out["channel_order"] = _choice(out["channel_order"], "channel_order", CHANNEL_ORDERS, source)
+    if "mean" in out:
+        out["mean"] = _triple(out["mean"], "mean", source)
+    if "std" in out:
+        std = _triple(out["std"], "std", source)
+        if any(s <= 0 for s in std):
+            raise ModelError(
+                f"{source}: std must be greater than 0 (the input is (pixel - mean) / std), got {values['std']!r}."
+            )
+        out["std"] = std
+    return out
 
 
 @dataclass(frozen=True)
@@ -48,7 +115,12 @@ class InputSpec:
     """What a model expects: model_input = (pixel_0_255 - mean) / std, in `layout` and `channel_order`.
 
     The defaults are the ArcFace convention (112x112, RGB, mean 127.5, std 127.5),
-    which most open face-recognition models follow.
+    which most open face-recognition models follow. Every construction is
+    validated (a plugin building one directly included): layout NCHW or NHWC and
+    channel_order RGB or BGR in any case (stored in upper case), sizes whole
+    numbers from 1 to `MAX_INPUT_SIDE`, mean finite, std finite and above 0;
+    anything else raises `ModelError`. mean and std are given in R, G, B order
+    whatever the channel order.
     """
 
     height: int = 112
@@ -57,6 +129,11 @@ class InputSpec:
     channel_order: str = "RGB"
     mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
     std: tuple[float, float, float] = (127.5, 127.5, 127.5)
+
+    def __post_init__(self) -> None:
+        values = {k: getattr(self, k) for k in SPEC_KEYS}
+        for key, value in _normalised(values, "InputSpec").items():
+            object.__setattr__(self, key, value)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,53 +146,25 @@ class InputSpec:
         }
 
     def with_overrides(self, source: str = "options", **overrides: Any) -> "InputSpec":
-        """Return a copy with the non-None `overrides` applied and validated."""
-        given = {k: v for k, v in overrides.items() if v is not None}
-        unknown = set(given) - {"height", "width", "layout", "channel_order", "mean", "std"}
-        if unknown:
-            raise ModelError(
-                f"{source}: unknown input-spec key(s) {sorted(unknown)}; "
-                "use height, width, layout, channel_order, mean, std."
-            )
-        spec = replace(self)
-        for key in ("height", "width"):
-            if key in given:
-                try:
-                    v = int(given[key])
-                except (TypeError, ValueError):
-                    v = -1
-                if v <= 0:
-                    raise ModelError(f"{source}: {key} must be a positive number of pixels, got {given[key]!r}.")
-                spec = replace(spec, **{key: v})
-        if "layout" in given:
-            lay = str(given["layout"]).upper()
-            if lay not in _LAYOUTS:
-                raise ModelError(f"{source}: layout must be NCHW or NHWC, got {given['layout']!r}.")
-            spec = replace(spec, layout=lay)
-        if "channel_order" in given:
-            order = str(given["channel_order"]).upper()
-            if order not in _ORDERS:
-                raise ModelError(f"{source}: channel_order must be RGB or BGR, got {given['channel_order']!r}.")
-            spec = replace(spec, channel_order=order)
-        if "mean" in given:
-            spec = replace(spec, mean=_triple(given["mean"], "mean", source))
-        if "std" in given:
-            std = _triple(given["std"], "std", source)
-            if any(s == 0 for s in std):
-                raise ModelError(f"{source}: std must be non-zero, got {given['std']!r}.")
-            spec = replace(spec, std=std)
-        return spec
+        """Return a copy with the non-None `overrides` applied and validated (errors name `source`)."""
+        given = _normalised({k: v for k, v in overrides.items() if v is not None}, source)
+        return replace(self, **given)
 
     @classmethod
     def from_json(cls, text: str, source: str, base: "InputSpec | None" = None) -> "InputSpec":
         """Parse the JSON form (the `faceaudit.input_spec` metadata) on top of `base`."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ModelError(f"{source}: faceaudit.input_spec is not valid JSON ({exc}); fix or remove it.") from exc
-        if not isinstance(data, dict):
-            raise ModelError(f"{source}: faceaudit.input_spec must be a JSON object, got {type(data).__name__}.")
-        return (base or cls()).with_overrides(source=source, **data)
+        return (base or cls()).with_overrides(source=source, **parse_spec_json(text, source))
+
+
+def parse_spec_json(text: str, source: str) -> dict[str, Any]:
+    """The keys of a JSON input spec (metadata or sidecar), validated; raises ModelError naming `source`."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ModelError(f"{source}: the input spec is not valid JSON ({exc}); fix or remove it.") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"{source}: the input spec must be a JSON object, got {type(data).__name__}.")
+    return _normalised(data, source)
 
 
 @dataclass(frozen=True)
@@ -178,6 +227,7 @@ class Backend:
         self.options: dict[str, Any] = dict(options)
         self._layers: list[LayerInfo] = []
         self._input_spec = InputSpec()
+        self._input_spec_sources: dict[str, str] = {}  # key -> "metadata" | "sidecar" | "flag"; see input_spec_sources
         self._final = ""
         self._sha256: str | None = None
 
@@ -196,6 +246,17 @@ class Backend:
     @property
     def input_spec(self) -> InputSpec:
         return self._input_spec
+
+    @property
+    def input_spec_sources(self) -> dict[str, str]:
+        """Where each input-spec key came from: flag, sidecar, metadata, model (the file's input shape or the
+        backend itself) or default. Why: a report must say whether its pixels were fed as the model wants."""
+        default = InputSpec()
+        return {
+            k: self._input_spec_sources.get(
+                k, "default" if getattr(self._input_spec, k) == getattr(default, k) else "model")
+            for k in SPEC_KEYS
+        }
 
     @property
     def final_layer(self) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from faceaudit.backends.base import INPUT_KIND, Backend, InputSpec, LayerInfo
+from faceaudit.backends.base import INPUT_KIND, Backend, InputSpec, LayerInfo, parse_spec_json
 from faceaudit.errors import InputError, ModelError
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,9 @@ class OnnxBackend(Backend):
             )
         meta = {p.key: p.value for p in proto.metadata_props}
         if METADATA_KEY in meta:
-            spec = InputSpec.from_json(meta[METADATA_KEY], f"{self.path} metadata {METADATA_KEY}", spec)
+            keys = parse_spec_json(meta[METADATA_KEY], f"{self.path} metadata {METADATA_KEY}")
+            spec = spec.with_overrides(source=f"{self.path} metadata {METADATA_KEY}", **keys)
+            self._input_spec_sources.update(dict.fromkeys(keys, "metadata"))
         spec = spec.with_overrides(
             source=f"options for {self.path.name}",
             **{k: options.get(k) for k in ("height", "width", "layout", "channel_order", "mean", "std")},

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from faceaudit.backends.base import INPUT_KIND, Backend, InputSpec, LayerInfo
+from faceaudit.backends.base import INPUT_KIND, Backend, InputSpec, LayerInfo, parse_spec_json
 from faceaudit.errors import FaceAuditError, InputError, ModelError, on_command_line
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,9 @@ class TorchBackend(Backend):
                 "truncated or of another format; export it again."
             ) from exc
         if meta_text:
-            spec = InputSpec.from_json(meta_text, f"{self.path} extra file {METADATA_KEY}", spec)
+            keys = parse_spec_json(meta_text, f"{self.path} extra file {METADATA_KEY}")
+            spec = spec.with_overrides(source=f"{self.path} extra file {METADATA_KEY}", **keys)
+            self._input_spec_sources.update(dict.fromkeys(keys, "metadata"))
         spec = spec.with_overrides(
             source=f"options for {self.path.name}",
             **{k: options.get(k) for k in ("height", "width", "layout", "channel_order", "mean", "std")},

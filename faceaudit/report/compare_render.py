@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from faceaudit.report import charts
-from faceaudit.report.findings import Finding
+from faceaudit.report.findings import Finding, describe_input, input_findings
 from faceaudit.report.render import backend_label
 from faceaudit.report.trend_render import (
     SERIES_COLOURS,
@@ -68,6 +68,8 @@ def _rate(x: Any) -> str:
 def compare_findings(report: Mapping[str, Any]) -> list[Finding]:
     """The comparison's main results in plain words, from the JSON alone."""
     out: list[Finding] = []
+    for m in report["models"]:
+        out += input_findings(m.get("input_check"), str(m["label"]))
     final = next((l["key"] for l in report["layers"] if l.get("final")), None)
     diffs = list(report.get("expressivity_differences") or ())
     for d in diffs:
@@ -226,6 +228,7 @@ def build_compare_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "models": [
             {"label": str(m["label"]), "path": str(m["path"]), "sha256": str(m.get("sha256") or "–"),
              "backend": backend_label(m), "final_layer": str(m.get("final_layer") or "–"),
+             "input": describe_input(m.get("input")),
              "n_layers": m.get("n_layers", "–"), "reference": bool(m.get("reference"))}
             for m in report["models"]
         ],

@@ -345,6 +345,40 @@ def _data_findings(result: AuditResult) -> list[Finding]:
     return out
 
 
+def input_findings(check: Any, label: str | None = None) -> list[Finding]:
+    """HIGH when another channel order or normalisation separates faces clearly better (see spec_check);
+    INFO when the spec could not be checked. `label` names the model in a trend or comparison."""
+    from faceaudit.spec_check import check_message
+
+    if not isinstance(check, Mapping):
+        return []
+    msg = check_message(check, label)
+    if msg:
+        return [Finding("high", "input", msg)]
+    if check.get("status") == "not_checked" and check.get("reason"):
+        whose = f" of {label}" if label else ""
+        return [Finding("info", "input", f"Input spec{whose} not checked: {check['reason']}")]
+    return []
+
+
+def describe_input(spec: Any) -> str:
+    """'112x112 NCHW RGB, mean 127.5, std 127.5 (sidecar)' for a report's `input` entry; '–' when absent."""
+    if not isinstance(spec, Mapping) or not spec:
+        return "–"
+
+    def value(v: Any) -> str:
+        vals = list(v) if isinstance(v, (list, tuple)) else [v]
+        return fmt_num(vals[0], 4) if len(set(vals)) == 1 else ",".join(fmt_num(x, 4) for x in vals)
+
+    text = (f"{spec.get('height')}x{spec.get('width')} {spec.get('layout')} {spec.get('channel_order')}, "
+            f"mean {value(spec.get('mean'))}, std {value(spec.get('std'))}")
+    return text + (f" ({spec['source']})" if spec.get("source") else "")
+
+
+def _input_findings(result: AuditResult) -> list[Finding]:
+    return input_findings(result.extra.get("input_check"))
+
+
 def compute_findings(report: AuditResult | Mapping[str, Any]) -> list[Finding]:
     """Findings and alerts in plain words, sorted by severity (high first), stable within a severity.
 
@@ -353,7 +387,8 @@ def compute_findings(report: AuditResult | Mapping[str, Any]) -> list[Finding]:
     result, following the wording rules in this module's docstring.
     """
     result = as_result(report)
-    items = _fairness_findings(result) + _expressivity_findings(result) + _data_findings(result)
+    items = (_input_findings(result) + _fairness_findings(result) + _expressivity_findings(result)
+             + _data_findings(result))
     return sorted(items, key=lambda x: SEVERITIES.index(x.severity))
 
 

@@ -39,7 +39,15 @@ from faceaudit._atomic import atomic_write_text, check_replaceable
 from faceaudit.errors import OutputError, option
 from faceaudit.report import charts
 from faceaudit.report.render import backend_label, template_environment
-from faceaudit.report.findings import Finding, above_null, null_top, strength, strength_words
+from faceaudit.report.findings import (
+    Finding,
+    above_null,
+    describe_input,
+    input_findings,
+    null_top,
+    strength,
+    strength_words,
+)
 from faceaudit.report.schema import ReportError
 
 TREND_TEMPLATE = "trend.html.j2"
@@ -253,6 +261,8 @@ def glossary_words() -> list[tuple[str, str]]:
 def trend_findings(report: Mapping[str, Any]) -> list[Finding]:
     """The trend's main results in plain words, from the JSON alone (no new statistics)."""
     out: list[Finding] = []
+    for c in report["checkpoints"]:
+        out += input_findings(c.get("input_check"), str(c["label"]))
     z = report["settings"].get("z", 1.96)
     for t in report.get("trend") or ():
         a, peak, mis = t["attribute"], t["peak"], t["mi"]
@@ -415,7 +425,8 @@ def build_trend_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "matching": report.get("layer_matching", "name"),
         "checkpoints": [
             {"label": str(c["label"]), "path": str(c["path"]), "sha256": str(c.get("sha256") or "–"),
-             "backend": backend_label(c), "final_layer": str(c.get("final_layer") or "–")}
+             "backend": backend_label(c), "final_layer": str(c.get("final_layer") or "–"),
+             "input": describe_input(c.get("input"))}
             for c in report["checkpoints"]
         ],
         "layers": [
