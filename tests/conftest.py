@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("FACEAUDIT_NO_PROGRESS", "1")
@@ -28,3 +29,40 @@ def shared_data() -> Path:
 def mobilefacenet(shared_data: Path) -> Path:
     """Path to the real MobileFaceNet ONNX model in the bundle."""
     return shared_data / "models" / "mobilefacenet.onnx"
+
+
+class BundleEmbedder:
+    """MobileFaceNet final-layer embeddings of bundle images, each image embedded once per test session.
+
+    A plain onnxruntime pipeline, independent of faceaudit's backends (aligned 112x112 RGB crops,
+    (x - 127.5) / 127.5, NCHW), so the real-data tests check faceaudit against an outside reference.
+    """
+
+    def __init__(self, model: Path) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 2
+        self._sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        self._input = self._sess.get_inputs()[0].name
+        self._cache: dict[Path, np.ndarray] = {}
+
+    def __call__(self, paths: list[Path]) -> np.ndarray:
+        """Unnormalised float32 embeddings of `paths`, one row per path, in order."""
+        from PIL import Image
+
+        keys = [Path(p).resolve() for p in paths]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        for s in range(0, len(todo), 64):
+            chunk = todo[s : s + 64]
+            batch = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) for p in chunk])
+            x = np.ascontiguousarray(((batch - 127.5) / 127.5).transpose(0, 3, 1, 2))
+            for key, row in zip(chunk, self._sess.run(None, {self._input: x})[0]):
+                self._cache[key] = row.astype(np.float32)
+        return np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
+
+
+@pytest.fixture(scope="session")
+def embed_bundle(mobilefacenet: Path) -> BundleEmbedder:
+    """Embed bundle images with MobileFaceNet, reusing every image already embedded in this session."""
+    return BundleEmbedder(mobilefacenet)

@@ -13,16 +13,9 @@ import pytest
 from faceaudit.compare import CompareConfig, run_compare, significant_changes
 from faceaudit.errors import FaceAuditError
 from faceaudit.report.compare_render import load_compare, render_compare_html
+from helpers import fast_critic, gaussian_mi, write_manifest
 
-FAST = {"max_steps": 300, "min_steps": 50, "eval_every": 25, "patience": 4, "hidden": 32, "batch_size": 256}
-
-
-def _write_manifest(path: Path, rows: list[dict]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return path
+FAST = fast_critic(max_steps=300, min_steps=50)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +35,7 @@ def synthetic_compare(tmp_path_factory: pytest.TempPathFactory):
         p = root / "images" / f"{i:05d}.jpg"
         p.write_bytes(b"")
         paths.append(str(p))
-    manifest = _write_manifest(root / "faces.csv", [
+    manifest = write_manifest(root / "faces.csv", [
         {"path": p, "identity": f"id{i}", "group": g, "age": f"{a:.6f}"}
         for p, i, g, a in zip(paths, ids, group, age)
     ])
@@ -84,7 +77,7 @@ def test_compare_matches_layers_by_depth(synthetic_compare) -> None:
 def test_compare_expressivity_difference_known_answer(synthetic_compare) -> None:
     report = synthetic_compare.report
     d = next(x for x in report["expressivity_differences"] if x["layer"] == "final" and x["attribute"] == "age")
-    want_a, want_b = -0.5 * math.log(1 - 0.8**2), -0.5 * math.log(1 - 0.3**2)
+    want_a, want_b = gaussian_mi(0.8), gaussian_mi(0.3)
     assert abs(d["mi_a"] - want_a) < 0.08 + 0.15 * want_a
     assert abs(d["mi_b"] - want_b) < 0.08 + 0.15 * want_b
     assert d["delta"] < 0 and d["significant"]
@@ -163,7 +156,7 @@ def test_compare_real_mobilefacenet_vs_rerandomised_final_layer(mobilefacenet: P
         chosen += by_id[n][:4]
         if len(chosen) >= 400:
             break
-    manifest = _write_manifest(tmp_path / "lfw_subset.csv", [
+    manifest = write_manifest(tmp_path / "lfw_subset.csv", [
         {"path": str(shared_data / "lfw" / r["path"]), "identity": r["identity"], "sex": r["sex"]} for r in chosen
     ])
     out = run_compare(CompareConfig(

@@ -12,7 +12,7 @@ from scipy import special, stats
 
 from faceaudit.expressivity import critics, estimate_expressivity, get_estimator
 from faceaudit.expressivity.training import _TINY, _log_partition, _references, Job, evaluate
-from test_expressivity import _one_thread, binary_mixture_mi, gaussian_task  # noqa: F401  (autouse fixture)
+from helpers import one_torch_thread, binary_mixture_mi, gaussian_task  # noqa: F401  (autouse fixture)
 
 
 def _untrained_critic(x, y, n_classes, train, seed=0):

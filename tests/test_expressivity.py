@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from scipy import integrate, special, stats
+from scipy import integrate, special
 
 from faceaudit.errors import InputError, PluginError
 from faceaudit.expressivity import (
@@ -25,43 +25,7 @@ from faceaudit.expressivity import training
 from faceaudit.expressivity.reduction import normal_scores, scale_attribute
 from faceaudit.expressivity.result import describe_runtime
 from faceaudit.expressivity.training import Job, evaluate_ensemble, train_jobs
-
-FAST = {"max_steps": 800, "patience": 4}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the CI machine is shared: one intra-op thread avoids oversubscription stalls
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def gaussian_task(n: int, d: int, rho: float, seed: int):
-    """Y ~ N(0,1); X_0 = rho*Y + sqrt(1-rho^2)*noise, other columns independent noise.
-
-    Only one coordinate pair is dependent, so I(X;Y) = -1/2 log(1 - rho^2) nats.
-    """
-    rng = np.random.default_rng(seed)
-    y = rng.normal(size=n)
-    x = rng.normal(size=(n, d))
-    x[:, 0] = rho * y + math.sqrt(1 - rho**2) * x[:, 0]
-    return x.astype(np.float32), y, -0.5 * math.log(1 - rho**2)
-
-
-def binary_mixture_mi(mu: float) -> float:
-    """I(X;Y) for Y ~ Bernoulli(1/2), X | Y ~ N((2Y-1) mu e_1, I): only x_1 matters, so a 1-D integral."""
-
-    def integrand(t: float) -> float:
-        p0, p1 = stats.norm.pdf(t, -mu), stats.norm.pdf(t, mu)
-        px = 0.5 * (p0 + p1)
-        q = p1 / (p0 + p1)
-        h = -(q * math.log(q) if q > 0 else 0.0) - ((1 - q) * math.log(1 - q) if q < 1 else 0.0)
-        return px * h
-
-    h_cond, _ = integrate.quad(integrand, -mu - 12, mu + 12, limit=200, epsabs=1e-12)
-    return math.log(2) - h_cond
+from helpers import FAST, binary_mixture_mi, gaussian_task, one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 def test_closed_form_gaussian_mine():

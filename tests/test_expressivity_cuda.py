@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_expressivity import FAST, gaussian_task
+from helpers import FAST, gaussian_task
 
 from faceaudit.expressivity import critics, estimate_expressivity, estimate_many
 from faceaudit.expressivity.training import resolve_device

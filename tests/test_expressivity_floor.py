@@ -11,7 +11,7 @@ from sklearn.linear_model import Ridge
 from faceaudit.expressivity import estimate_expressivity, estimate_many
 from faceaudit.expressivity.api import _folds
 from faceaudit.expressivity.probe import dequantize, fit_probe, floor_target, probe_terms
-from test_expressivity import FAST, _one_thread, binary_mixture_mi, gaussian_task  # noqa: F401  (autouse fixture)
+from helpers import FAST, one_torch_thread, binary_mixture_mi, gaussian_task  # noqa: F401  (autouse fixture)
 
 
 def dense_factor_task(n: int, d: int, mi: float, seed: int):

@@ -18,32 +18,14 @@ SETS = {"utkface": ("age", "sex", "race", "yaw"), "lfw": ("sex", "yaw")}
 pytestmark = pytest.mark.realdata
 
 
-def _embed(root: Path, rows: list[dict], model: Path) -> np.ndarray:
-    import onnxruntime as ort
-    from PIL import Image
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    embs = []
-    for s in range(0, len(rows), 64):
-        batch = np.stack(
-            [np.asarray(Image.open(root / r["path"]).convert("RGB"), dtype=np.float32) for r in rows[s : s + 64]]
-        )
-        batch = ((batch - 127.5) / 127.5).transpose(0, 3, 1, 2).copy()
-        embs.append(sess.run(None, {name: batch})[0])
-    return np.concatenate(embs).astype(np.float32)
-
-
 @pytest.fixture(scope="session")
-def bundle_embeddings(shared_data: Path, mobilefacenet: Path):
+def bundle_embeddings(shared_data: Path, embed_bundle):
     """MobileFaceNet embeddings (128-d) of every UTKFace and LFW image of the bundle, with their attributes."""
     out = {}
     for name, attrs in SETS.items():
         with open(shared_data / name / "manifest.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
-        emb = _embed(shared_data / name, rows, mobilefacenet)
+        emb = embed_bundle([shared_data / name / r["path"] for r in rows])
         values = {}
         for a in attrs:
             if a in ("age", "yaw"):

@@ -13,21 +13,9 @@ from faceaudit.fairness import verification_fairness
 pytestmark = pytest.mark.realdata
 
 
-def _embed(model: Path, paths: list[Path]) -> np.ndarray:
-    """Plain onnxruntime embedding of aligned 112x112 crops: RGB, (x - 127.5) / 127.5, NCHW, L2-normalised."""
-    import onnxruntime as ort
-    from PIL import Image
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    out = []
-    for s in range(0, len(paths), 64):
-        batch = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) for p in paths[s : s + 64]])
-        x = ((batch - 127.5) / 127.5).transpose(0, 3, 1, 2)
-        out.append(sess.run(None, {name: np.ascontiguousarray(x)})[0])
-    e = np.concatenate(out).astype(np.float64)
+def _unit(emb: np.ndarray) -> np.ndarray:
+    """L2-normalised float64 rows: the cosine similarities verification uses."""
+    e = emb.astype(np.float64)
     return e / np.linalg.norm(e, axis=1, keepdims=True)
 
 
@@ -53,7 +41,7 @@ def _independent_rates(emb: np.ndarray, ids: np.ndarray, groups: np.ndarray, tar
 
 
 @pytest.fixture(scope="module")
-def lfw_subset(shared_data: Path, mobilefacenet: Path):
+def lfw_subset(shared_data: Path, embed_bundle):
     m = load_manifest(shared_data / "lfw" / "manifest.csv", "sex", require_identity=True)
     rng = np.random.default_rng(0)
     ids, sex = m.identities, m.attributes["sex"].groups
@@ -65,7 +53,7 @@ def lfw_subset(shared_data: Path, mobilefacenet: Path):
             rows = np.flatnonzero(ids == n)
             keep.extend(sorted(rng.permutation(rows)[:6].tolist()))
     keep = np.array(sorted(keep))
-    emb = _embed(mobilefacenet, [m.paths[k] for k in keep])
+    emb = _unit(embed_bundle([m.paths[k] for k in keep]))
     return emb, ids[keep], sex[keep]
 
 
@@ -87,9 +75,9 @@ def test_lfw_per_sex_matches_independent(lfw_subset) -> None:
     assert d["cross_group_fmr"]["groups"] == ["female", "male"]
 
 
-def test_fgnet_age_bands(shared_data: Path, mobilefacenet: Path) -> None:
+def test_fgnet_age_bands(shared_data: Path, embed_bundle) -> None:
     m = load_manifest(shared_data / "fgnet" / "manifest.csv", "age", require_identity=True)
-    emb = _embed(mobilefacenet, m.paths)
+    emb = _unit(embed_bundle(m.paths))
     age = m.attributes["age"]
     r = verification_fairness(emb, m.identities, age, target_fmr=1e-3, seed=0, n_bootstrap=200)
     assert r.attribute == "age" and [g.group for g in r.groups] == [g for g in age.group_order if g in set(age.groups)]

@@ -22,23 +22,7 @@ from faceaudit.report.findings import DEFAULT_TOLERANCE_RATIO
 pytestmark = pytest.mark.realdata
 
 
-def _embed(model: Path, paths: list[Path]) -> np.ndarray:
-    import onnxruntime as ort
-    from PIL import Image
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    out = []
-    for s in range(0, len(paths), 64):
-        batch = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) for p in paths[s : s + 64]])
-        x = np.ascontiguousarray(((batch - 127.5) / 127.5).transpose(0, 3, 1, 2))
-        out.append(sess.run(None, {name: x})[0])
-    return np.concatenate(out)
-
-
-def test_real_lfw_fairness_report(shared_data: Path, mobilefacenet: Path, tmp_path: Path) -> None:
+def test_real_lfw_fairness_report(shared_data: Path, mobilefacenet: Path, embed_bundle, tmp_path: Path) -> None:
     from faceaudit.data import load_manifest
     from faceaudit.fairness import verification_fairness
 
@@ -54,7 +38,7 @@ def test_real_lfw_fairness_report(shared_data: Path, mobilefacenet: Path, tmp_pa
             break
     keep_a = np.array(sorted(keep))
     sex = manifest.attributes["sex"]
-    emb = _embed(mobilefacenet, [manifest.paths[i] for i in keep_a])
+    emb = embed_bundle([manifest.paths[i] for i in keep_a])
     fair = verification_fairness(
         emb, ids[keep_a], sex.groups[keep_a], target_fmr=1e-2, seed=0, attribute="sex", n_bootstrap=50
     ).to_dict()
