@@ -17,7 +17,7 @@ def yaw_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
     ``yaw = degrees(asin(clip((mid_x - nose_x) / (eye_dist / 2), -1, 1)))``, so it saturates at +-90.
     Sign: yaw > 0 means the face is turned toward the image's left (the subject's right), the AFLW2000-3D
     convention. It is a PROXY: measured against MediaPipe FaceMesh yaw it has a mean absolute error of
-    about 2.5-5 degrees and a correlation of about 0.92-0.93 on LFW, UTKFace and FG-NET (see the README);
+    about 2.5-5 degrees and a correlation of about 0.92-0.93 on LFW, UTKFace and FG-NET (see benchmarks/RESULTS.md);
     it degrades for strong profiles, where 2-D landmarks collapse. Rows with non-finite landmarks or
     coincident eyes give NaN.
     """

@@ -27,7 +27,7 @@ SCHEMA_VERSION = "1.0"
 REPORT_KINDS = ("audit",)
 """Report kinds this version can read and render."""
 
-_FIX = "Regenerate the report with `faceaudit run` (or fix the JSON by hand following the report.json schema in the README)."
+_FIX = "Regenerate the report with `faceaudit run` (or fix the JSON by hand following docs/report-schema.md)."
 
 EXPRESSIVITY_REQUIRED = (
     "layer",
