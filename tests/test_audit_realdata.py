@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from faceaudit.cli import main
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 
 def _lfw_subset(shared_data: Path, folder: Path, n_identities: int = 120, per_identity: int = 6) -> Path:

@@ -64,13 +64,10 @@ def test_lfw_per_sex_matches_independent(lfw_subset) -> None:
     for g in ("female", "male"):
         rg = r.group(g)
         fmr, fnmr, n_gen, n_imp = ref[g]
-        print(f"LFW subset {g}: ids {rg.n_identities} imgs {rg.n_images} gen {rg.n_genuine_pairs} imp {rg.n_impostor_pairs} "
-              f"FMR {rg.fmr:.5f} CI {rg.fmr_ci} FNMR {rg.fnmr:.4f} CI {rg.fnmr_ci}")
         assert (rg.n_genuine_pairs, rg.n_impostor_pairs) == (n_gen, n_imp)  # exhaustive at this size
         assert rg.fmr == pytest.approx(fmr, abs=1e-12) and rg.fnmr == pytest.approx(fnmr, abs=1e-12)
         assert rg.fmr_ci[0] <= rg.fmr <= rg.fmr_ci[1] and rg.fnmr_ci[0] <= rg.fnmr <= rg.fnmr_ci[1]
     d = r.to_dict()
-    print("LFW subset threshold", round(r.threshold, 4), "summary", {k: d["summary"][k] for k in ("fdr", "inequity_rate", "garbe")})
     assert 0.1 < r.threshold < 0.7  # mean genuine ~0.6, impostor ~0 for this model
     assert d["cross_group_fmr"]["groups"] == ["female", "male"]
 
@@ -84,8 +81,6 @@ def test_fgnet_age_bands(shared_data: Path, embed_bundle) -> None:
     ref = _independent_rates(emb, m.identities, age.groups, 1e-3, thr=r.threshold)
     for g in r.groups:
         fmr, fnmr, n_gen, n_imp = ref[g.group]
-        print(f"FG-NET {g.group}: ids {g.n_identities} imgs {g.n_images} gen {g.n_genuine_pairs} "
-              f"FNMR {g.fnmr} CI {g.fnmr_ci} FMR {g.fmr} small {g.small}")
         assert g.n_genuine_pairs == n_gen
         if fnmr is not None:
             assert g.fnmr == pytest.approx(fnmr, abs=1e-12)
@@ -93,4 +88,3 @@ def test_fgnet_age_bands(shared_data: Path, embed_bundle) -> None:
             # the threshold sits one float step above an impostor score; a different summation order
             # (matrix product here, chunked dot products there) may move at most that one pair across it
             assert abs(g.fmr - fmr) <= 1.0 / n_imp + 1e-12
-    print("FG-NET worst FNMR band:", r.disparities["fnmr"]["worst_group"], "threshold", round(r.threshold, 4))

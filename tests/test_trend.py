@@ -172,6 +172,7 @@ def test_labels_and_errors(tmp_path: Path, synthetic: dict) -> None:
         load_trend(bad)
 
 
+@pytest.mark.slow
 def test_demo_trend_end_to_end(tmp_path: Path) -> None:
     from faceaudit.demo import prepare_demo
     from faceaudit.trend import run_demo_trend
