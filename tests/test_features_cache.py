@@ -19,7 +19,7 @@ from faceaudit.errors import InputError
 from faceaudit.features import (
     CACHE_META, RESERVED_COLUMNS, extract_features, layer_columns, read_feature_cache, subsample_rows,
 )
-from faceaudit.ray_executor import plan_actors
+from faceaudit.features.ray import plan_actors
 from test_features import _tiny_onnx  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
