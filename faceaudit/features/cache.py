@@ -82,7 +82,9 @@ class FeatureCache:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"Cannot create the feature cache {folder}: {exc.strerror}. Pick a writable cache_dir.") from exc
+            raise OutputError(
+                f"Cannot create the feature cache {folder}: {exc.strerror}. Pick a writable cache_dir."
+            ) from exc
         meta = folder / CACHE_META
         if not meta.exists():
             info = {k: v for k, v in payload.items() if k not in ("paths", "stat", "layers")}

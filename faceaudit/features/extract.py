@@ -65,7 +65,8 @@ def resolve_executor(executor: Executor | str, options: Mapping[str, Any] | None
         if opts:
             raise InputError(
                 f"{', '.join(sorted(opts))} given beside executor={executor!r}; an executor object carries its "
-                f"own options, e.g. RayExecutor(address=..., actors=..., cpus_per_actor=...) or LocalExecutor(workers=...)."
+                "own options, e.g. RayExecutor(address=..., actors=..., cpus_per_actor=...) or "
+                "LocalExecutor(workers=...)."
             )
         return executor
     if not isinstance(executor, str) or executor not in EXECUTORS:
