@@ -61,7 +61,7 @@ def main() -> int:
     from faceaudit.backends import open_model, select_layers
     from faceaudit.data.images import decode_image
     from faceaudit.data.preprocess import PreprocessSpec
-    from faceaudit.features import extract_features, read_feature_cache, shard_table, write_shard
+    from faceaudit.features import RayExecutor, extract_features, read_feature_cache, shard_table, write_shard
 
     data = Path(args.data)
     model_path = data / "models" / "mobilefacenet.onnx"
@@ -127,7 +127,7 @@ def main() -> int:
     try:
         t = time.perf_counter()
         rfs = extract_features(model, paths, args.layers, batch_size=args.batch, cache_dir=tmp / "ray",
-                               progress=False, executor="ray")
+                               progress=False, executor=RayExecutor())
         t_ray = time.perf_counter() - t
         scaling = []
         m = min(args.scaling_images, n)
@@ -137,7 +137,7 @@ def main() -> int:
         for a in range(1, args.cpus + 1):
             t = time.perf_counter()
             fs = extract_features(model, paths[:m], args.layers, batch_size=args.batch, progress=False,
-                                  executor="ray", ray_actors=a)
+                                  executor=RayExecutor(actors=a))
             scaling.append(("ray", str(a), time.perf_counter() - t, fs))
     finally:
         ray.shutdown()

@@ -166,6 +166,7 @@ def check_input_spec(model: Any, paths: Sequence[Path | str], identities: np.nda
     `reason`), the spec in use and every variant with AUC and FNMR, and
     `better` (the best clearly better variant, with the `flags` that select it).
     """
+    from faceaudit.backends import PrecomputedFeatures
     from faceaudit.backends.spec import spec_source
     from faceaudit.data.preprocess import PreprocessSpec
     from faceaudit.fairness import genuine_pairs, impostor_pairs, l2_normalize, score_pairs
@@ -174,7 +175,7 @@ def check_input_spec(model: Any, paths: Sequence[Path | str], identities: np.nda
     spec = model.input_spec
     base: dict[str, Any] = {"status": "not_checked", "reason": None, "rule": RULE, "spec": describe(spec),
                             "source": spec_source(model), "better": None, "variants": []}
-    if getattr(model, "precomputed", False):
+    if isinstance(model, PrecomputedFeatures):
         return {**base, "reason": "The features are precomputed, so no input spec applies to them."}
     if identities is None:
         return {**base, "reason": "The manifest has no `identity` column, so the input spec (channel order, "

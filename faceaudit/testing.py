@@ -19,7 +19,7 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from faceaudit.backends import (
     FLATTEN_MAX_DIM,
     Backend,
     InputSpec,
+    PrecomputedFeatures,
     backend_for_path,
     check_features,
     get_backend,
@@ -68,7 +69,7 @@ def check_backend(
     this states the contract as code, so a plugin author finds a broken promise
     in their own tests instead of a user finding it in an audit. `options` go to
     the backend's constructor (e.g. ``{"factory": build}``). Precomputed backends
-    (``precomputed = True``) are checked through ``lookup(paths, layers)``, so
+    (subclasses of `PrecomputedFeatures`) are checked through ``lookup(paths, layers)``, so
     they need `paths`: at least 7 image paths the file holds features for.
 
     Returns the names of the checks passed (`CHECKS`); raises `BackendCheckError`
@@ -90,7 +91,7 @@ def check_backend(
     _check_input_spec(cls, model)
     names = _check_layers(cls, model)
     _check_final(cls, model, names)
-    if cls.precomputed:
+    if issubclass(cls, PrecomputedFeatures):
         if not paths or len(paths) < max(BATCH_SIZES):
             raise _fail("layer_table", cls, f"a precomputed backend is checked through lookup(); pass paths= with "
                                             f"at least {max(BATCH_SIZES)} image paths that {path.name} holds.")
@@ -186,7 +187,7 @@ def _check_final(cls: type[Backend], model: Backend, names: list[str]) -> None:
 def _check_table(
     cls: type[Backend], model: Backend, names: list[str], run: Callable[[int, str], dict[str, np.ndarray]]
 ) -> None:
-    poolings = ["avg"] if cls.precomputed else ["avg", "flatten"]
+    poolings = ["avg"] if issubclass(cls, PrecomputedFeatures) else ["avg", "flatten"]
     for pooling in poolings:
         table = {r["name"]: r["dim"] for r in layer_table(model, pooling)}
         if list(table) != names:
@@ -269,7 +270,7 @@ def _extract(
 
 def _lookup(cls: type[Backend], model: Backend, paths: Sequence[str], names: list[str]) -> dict[str, np.ndarray]:
     try:
-        feats, ok = model.lookup(list(paths), names)  # type: ignore[attr-defined]
+        feats, ok = cast(PrecomputedFeatures, model).lookup(list(paths), names)
         ok = np.asarray(ok)
         if ok.shape != (len(paths),) or ok.dtype != bool or not ok.all():
             raise _fail("rows_and_dtype", cls, f"lookup() of {len(paths)} paths the file holds returned the "

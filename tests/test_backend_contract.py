@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceaudit.backends import Backend, InputSpec, LayerInfo
+from faceaudit.backends import Backend, InputSpec, LayerInfo, PrecomputedFeatures
 from faceaudit.errors import ModelError
 
 
@@ -107,6 +107,28 @@ class Flaky(Toy):
 
 class FlatInput(Toy):
     input_shape = (None, 768)   # declares its own flattened input; faceaudit still feeds (N, 3, 16, 16)
+
+
+class Looked(Toy, PrecomputedFeatures):
+    """Precomputed features: a row per path that does not contain 'missing' (its length, repeated)."""
+
+    def __init__(self, path, **options):
+        super().__init__(path, **options)
+        self._layers = [LayerInfo("feat", "Precomputed", (None, 4), 0), LayerInfo("emb", "Precomputed", (None, 2), 1)]
+
+    def lookup(self, paths, layers):
+        ok = np.array(["missing" not in str(p) for p in paths])
+        rows = np.array([[float(len(str(p)))] * 4 for p in paths], np.float32)[ok]
+        return {{n: rows if n == "feat" else rows[:, :2] for n in layers}}, ok
+
+
+class OldPrecomputed(Toy):
+    """The contract before PrecomputedFeatures: a class attribute and a lookup method, no declaration."""
+
+    precomputed = True
+
+    def lookup(self, paths, layers):
+        return Looked.lookup(self, paths, layers)
 '''
 
 BROKEN = ("MissingLayer", "WrongRows", "WrongDtype", "NaNs")
@@ -143,7 +165,8 @@ def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cal
 @pytest.fixture()
 def toy(plugin_path: Callable[..., None]) -> Callable[[str], type]:
     """The toy plugin package `faceaudit-toy 1.2.3`: one entry point per class, named like the class."""
-    classes = ("Toy", *BROKEN, "NoFinal", "TableLies", "OpensAnything", "Flaky", "FlatInput")
+    classes = ("Toy", *BROKEN, "NoFinal", "TableLies", "OpensAnything", "Flaky", "FlatInput", "Looked",
+               "OldPrecomputed")
     plugin_path("faceaudit-toy", "1.2.3", "fa_toy", TOY_SOURCE.format(name="toy", suffixes=(".toy",)),
                 {c.lower(): c for c in classes})
     module = importlib.import_module("fa_toy")
@@ -195,6 +218,24 @@ def test_wrong_rows_refused_by_extract_features_too(toy: Callable[[str], type], 
     model = open_model(_model_file(tmp_path), backend="wrongrows")
     with pytest.raises(BackendError, match="returned 2 rows for layer 'feat' for a batch of 1 images"):
         extract_features(model, paths, ["feat", "emb"], progress=False)
+
+
+def test_precomputed_features_are_a_declared_capability(toy: Callable[[str], type], tmp_path: Path) -> None:
+    """A PrecomputedFeatures backend is looked up by path (no image is opened); the old class flag is refused."""
+    from faceaudit.backends import PrecomputedFeatures, layer_table
+
+    model = open_model(_model_file(tmp_path), backend="looked")
+    assert isinstance(model, PrecomputedFeatures)
+    assert not isinstance(open_model(_model_file(tmp_path)), PrecomputedFeatures)
+    assert [l.shape for l in model.layers()] == [(None, 4), (None, 2)]  # no input layer replaced by the image shape
+    assert [r["dim"] for r in layer_table(model)] == [4, 2]
+    paths = [tmp_path / "no" / "a.jpg", tmp_path / "missing.jpg", tmp_path / "no" / "bb.jpg"]  # none exists
+    fs = extract_features(model, paths, ["feat", "emb"], progress=False)
+    assert fs.ok.tolist() == [True, False, True] and "no row for this image" in fs.failed[0][1]
+    np.testing.assert_array_equal(fs.features["emb"][:, 0], [len(str(paths[0])), len(str(paths[2]))])
+    with pytest.raises(BackendError, match="precomputed = True, which faceaudit no longer reads; declare .*"
+                                           "subclassing faceaudit.backends.PrecomputedFeatures"):
+        open_model(_model_file(tmp_path), backend="oldprecomputed")
 
 
 def test_unset_final_layer_is_a_backend_error(toy: Callable[[str], type], tmp_path: Path) -> None:

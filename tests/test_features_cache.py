@@ -19,7 +19,7 @@ from faceaudit.errors import InputError
 from faceaudit.features import (
     CACHE_META, RESERVED_COLUMNS, extract_features, layer_columns, read_feature_cache, subsample_rows,
 )
-from faceaudit.ray_executor import plan_actors
+from faceaudit.features.ray import plan_actors
 from test_features import _tiny_onnx  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
@@ -164,3 +164,75 @@ def test_ray_executor_without_ray_says_how_to_install(setup: tuple, monkeypatch:
     monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without Ray looks like to `import ray`
     with pytest.raises(InputError, match=r"pip install 'faceaudit\[ray\]'"):
         extract_features(model, paths, "emb", executor="ray", progress=False)
+
+
+# --------------------------------------------------------------------------- the executor seam
+
+
+def test_executor_objects_and_their_string_shorthands() -> None:
+    from faceaudit.features import LocalExecutor, RayExecutor, resolve_executor
+
+    assert resolve_executor("ray", {"ray_address": "auto", "ray_actors": 2}) == RayExecutor(address="auto", actors=2)
+    assert resolve_executor("ray", {"ray_cpus_per_actor": 4}) == RayExecutor(cpus_per_actor=4)
+    assert resolve_executor("local", {"workers": 3}) == LocalExecutor(workers=3)
+    assert resolve_executor("local", {"ray_actors": None}) == LocalExecutor()  # the pipeline's unset options
+    given = RayExecutor(actors=1)
+    assert resolve_executor(given, {}) is given
+    with pytest.raises(InputError, match="ray_actors does not apply to executor='local'; its options are workers"):
+        resolve_executor("local", {"ray_actors": 2})
+    with pytest.raises(InputError, match=r"carries its own options, e.g. RayExecutor\(address="):
+        resolve_executor(given, {"ray_actors": 2})
+    with pytest.raises(InputError, match="unknown keyword argument.*ray_actor;"):
+        resolve_executor("ray", {"ray_actor": 2})
+    with pytest.raises(InputError, match="actors must be a whole number of at least 1"):
+        RayExecutor(actors=0)
+    with pytest.raises(InputError, match="cpus_per_actor must be a positive number"):
+        RayExecutor(cpus_per_actor=-1.0)
+    with pytest.raises(InputError, match="workers must be a whole number of at least 1"):
+        LocalExecutor(workers=0)
+
+
+def test_executor_object_and_string_give_the_same_features(setup: tuple) -> None:
+    from faceaudit.features import LocalExecutor
+
+    model, paths = setup
+    ref = extract_features(model, paths, "r1,emb", batch_size=4, progress=False)
+    one = extract_features(model, paths, "r1,emb", batch_size=4, progress=False, executor=LocalExecutor(workers=1))
+    short = extract_features(model, paths, "r1,emb", batch_size=4, progress=False, executor="local", workers=1)
+    for fs in (one, short):
+        assert fs.extra["executor"] == "local" and fs.extra["decode_threads"] == 1 and fs.failed == ref.failed
+        for k in ref.features:
+            np.testing.assert_array_equal(fs.features[k], ref.features[k])
+    with pytest.raises(InputError, match="unknown keyword argument.*ray_actor"):
+        extract_features(model, paths, "emb", progress=False, ray_actor=2)
+
+
+def test_an_executor_written_outside_the_package_plugs_into_the_seam(tmp_path: Path, setup: tuple) -> None:
+    """Shards computed in reverse order with one decode thread from the public pieces: same cache, same arrays."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from faceaudit.features import Executor, decode_batch, infer_batch, shard_table
+
+    class Reverse(Executor):
+        name = "reverse"
+
+        def run(self, plan, todo, finish):  # type: ignore[no-untyped-def]
+            with ThreadPoolExecutor(1) as pool:
+                for b in reversed(todo):
+                    decoded = decode_batch(pool, plan.shard_paths(b), plan.shard_landmarks(b), plan.spec).result()
+                    feats = infer_batch(plan.model, decoded, plan.layers, plan.pooling)
+                    finish(b, shard_table(plan.rows(b), plan.shard_paths(b), decoded.ok, decoded.errors, feats,
+                                          plan.layers, plan.dims))
+            return {"order": list(reversed(todo))}
+
+    model, paths = setup
+    ref = extract_features(model, paths, "r1,emb", batch_size=5, cache_dir=tmp_path / "a", progress=False)
+    seen: list[int] = []
+    fs = extract_features(model, paths, "r1,emb", batch_size=5, cache_dir=tmp_path / "b", progress=False,
+                          executor=Reverse(), on_batch=lambda b, n: seen.append(b))
+    assert seen == [2, 1, 0] and fs.extra == {"executor": "reverse", "order": [2, 1, 0]} and fs.failed == ref.failed
+    for k in ref.features:
+        np.testing.assert_array_equal(fs.features[k], ref.features[k])
+    for b in range(3):
+        name = f"shard_{b:06d}.parquet"
+        assert pq.read_table(Path(fs.cache_dir) / name).equals(pq.read_table(Path(ref.cache_dir) / name))

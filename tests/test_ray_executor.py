@@ -12,7 +12,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'faceaudit[ray]'); the Ray executor is optional")
 
-from faceaudit.features import FeatureSet, extract_features, read_feature_cache  # noqa: E402
+from faceaudit.features import FeatureSet, RayExecutor, extract_features, read_feature_cache  # noqa: E402
 
 pytestmark = pytest.mark.realdata
 BATCH = 16
@@ -121,9 +121,11 @@ def test_ray_matches_local_and_writes_the_same_cache(
     assert local.cache_dir == fs.cache_dir and local.n_cached_batches == 5 and local.n_computed_batches == 0
     _same(local, reference)
     _same(read_feature_cache(fs.cache_dir), reference)
-    # without a cache the Ray executor returns the same arrays from memory
-    _same(extract_features(mobilefacenet, paths, "auto", landmarks=landmarks, batch_size=BATCH, progress=False,
-                           executor="ray", ray_actors=1), reference)
+    # without a cache the Ray executor (here as an object) returns the same arrays from memory
+    one = extract_features(mobilefacenet, paths, "auto", landmarks=landmarks, batch_size=BATCH, progress=False,
+                           executor=RayExecutor(actors=1))
+    _same(one, reference)
+    assert one.extra["executor"] == "ray" and one.extra["ray"]["actors"] == 1
 
 
 def test_ray_strict_raises_the_image_error(ray_cluster: object, mobilefacenet: Path, faces: tuple) -> None:

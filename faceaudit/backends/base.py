@@ -9,6 +9,7 @@ exactly like the built-in ONNX and PyTorch ones.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import math
@@ -215,12 +216,11 @@ class Backend:
     The first layer is the model input *as faceaudit feeds it*: the preprocessed
     batch (N, 3, H, W) (or (N, H, W, 3) for NHWC) described by `input_spec`,
     whatever shape the backend declares for it; `_run` is never asked for it.
-    Backends with `precomputed = True` run no model and have no input layer.
+    Backends that also subclass `PrecomputedFeatures` run no model and have no input layer.
     """
 
     name: ClassVar[str] = "base"
     suffixes: ClassVar[tuple[str, ...]] = ()
-    precomputed: ClassVar[bool] = False
 
     def __init__(self, path: str | Path, **options: Any) -> None:
         self.path = Path(path)
@@ -284,7 +284,7 @@ class Backend:
     def layers(self) -> list[LayerInfo]:
         """All probe-able layers in execution order; the first is the model input as faceaudit feeds it."""
         layers = list(self._layers)
-        if layers and not self.precomputed:
+        if layers and not isinstance(self, PrecomputedFeatures):
             layers[0] = replace(layers[0], shape=self._image_shape())
         return layers
 
@@ -398,6 +398,19 @@ class Backend:
         return f"<{type(self).__name__} {self.path.name} ({len(self._layers)} layers)>"
 
 
+class PrecomputedFeatures(abc.ABC):
+    """Optional backend capability: features computed elsewhere, looked up by image path.
+
+    A backend declares it by subclassing this beside `Backend` and implementing
+    `lookup`; feature extraction then looks rows up instead of decoding images,
+    and the backend has no input layer and no input spec to check.
+    """
+
+    @abc.abstractmethod
+    def lookup(self, paths: Sequence[str], layers: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """({layer: float32 (n_found, dim)}, found mask (len(paths),) bool): the rows of `paths` the backend holds."""
+
+
 def backend_provenance(cls: type) -> dict[str, str]:
     """{"backend", "package", "version"} of a backend class, from its installed entry point.
 
@@ -431,6 +444,11 @@ def check_opened(model: "Backend") -> None:
         raise model.contract_error("listed no layers (self._layers must be a non-empty list of LayerInfo)")
     if not isinstance(model.input_spec, InputSpec):
         raise model.contract_error(f"describes its input with {type(model.input_spec).__name__}, not an InputSpec")
+    if getattr(type(model), "precomputed", None) is True and not isinstance(model, PrecomputedFeatures):
+        raise model.contract_error(
+            "sets the class attribute precomputed = True, which faceaudit no longer reads; declare precomputed "
+            "features by subclassing faceaudit.backends.PrecomputedFeatures (and implementing lookup)"
+        )
     model.final_layer  # noqa: B018 - raises when unset or unknown
 
 

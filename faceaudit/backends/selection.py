@@ -13,7 +13,7 @@ import fnmatch
 from collections.abc import Sequence
 from typing import Any
 
-from faceaudit.backends.base import Backend, LayerInfo
+from faceaudit.backends.base import Backend, LayerInfo, PrecomputedFeatures
 from faceaudit.backends.pooling import pooled_dim
 from faceaudit.errors import ModelError, did_you_mean
 
@@ -95,7 +95,7 @@ def layer_table(model: Backend, pooling: str = "avg") -> list[dict[str, Any]]:
     auto = set(_auto(model))
     layers = model.layers()
     last = max(len(layers) - 1, 1)
-    has_input = not model.precomputed
+    has_input = not isinstance(model, PrecomputedFeatures)
     return [
         {
             "name": l.name,

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from faceaudit.backends import Backend, LayerInfo
+from faceaudit.backends import Backend, LayerInfo, PrecomputedFeatures
 from faceaudit.errors import InputError, ModelError, did_you_mean
 
 # device and trust_pickle are accepted for a uniform CLI and ignored (no model runs, nothing is unpickled)
@@ -31,12 +31,11 @@ _OPTIONS = {"final_layer", "height", "width", "layout", "channel_order", "mean",
 _FINAL_NAMES = ("embedding", "embeddings", "final", "output")
 
 
-class PrecomputedFeaturesBackend(Backend):
+class PrecomputedFeaturesBackend(Backend, PrecomputedFeatures):
     """Features already computed elsewhere; `lookup(paths, layers)` replaces running a model."""
 
     name = "features"
     suffixes = (".npz", ".parquet")
-    precomputed = True
 
     def __init__(self, path: str | Path, **options: Any) -> None:
         super().__init__(path, **options)

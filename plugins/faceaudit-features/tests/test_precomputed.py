@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from faceaudit.backends import backend_for_path, list_backends, open_model, select_layers
+from faceaudit.backends import PrecomputedFeatures, backend_for_path, list_backends, open_model, select_layers
 from faceaudit.errors import ModelError
 from faceaudit.features import extract_features
 
@@ -33,7 +33,7 @@ def test_npz_with_paths(tmp_path: Path) -> None:
     f = tmp_path / "feats.npz"
     np.savez(f, block3=block, embedding=emb, paths=np.array(paths))
     m = open_model(f)
-    assert m.backend_name == "features" and m.final_layer == "embedding"
+    assert m.backend_name == "features" and m.final_layer == "embedding" and isinstance(m, PrecomputedFeatures)
     assert [(l.name, l.shape) for l in m.layers()] == [("block3", (None, 4)), ("embedding", (None, 3))]
     # absolute manifest paths match the relative stored ones; order follows the request; one is missing
     want = [tmp_path / paths[3], tmp_path / paths[0], tmp_path / "faces/other.jpg"]
