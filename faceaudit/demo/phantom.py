@@ -191,10 +191,20 @@ def _rgb(c: np.ndarray | Sequence[float], alpha: float | None = None) -> tuple[i
     return v if alpha is None else (*v, min(255, max(0, int(round(255 * float(alpha))))))
 
 
-def _render_one(p: dict, rng: np.random.Generator, size: int, ss: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Draw one image of identity `p`; return (uint8 image, landmarks (5,2), per-image truth)."""
-    k = size * ss / _TEMPLATE  # template units -> canvas pixels
-    cv = size * ss
+@dataclass(frozen=True)
+class _Pose:
+    """What one image of an identity draws before any pixel: head pose, framing jitter, age, expression."""
+
+    yaw: float
+    roll: float
+    scale: float
+    shift: np.ndarray
+    age: float
+    smile: float
+    gaze: np.ndarray
+
+
+def _draw_pose(p: dict, rng: np.random.Generator) -> _Pose:
     yaw = float(np.clip(rng.normal(0.0, 18.0), -50.0, 50.0))
     roll = float(np.clip(rng.normal(0.0, 4.0), -12.0, 12.0))
     scale = float(rng.normal(1.0, 0.03))
@@ -202,64 +212,84 @@ def _render_one(p: dict, rng: np.random.Generator, size: int, ss: int) -> tuple[
     age = float(max(1.0, p["age"] + rng.normal(0.0, 1.5)))
     smile = float(rng.uniform(-0.3, 1.0))
     gaze = rng.normal(0.0, 0.5, size=2)
-    psi = math.radians(yaw)
-    sy, cy_ = math.sin(psi), math.cos(psi)
+    return _Pose(yaw, roll, scale, shift, age, smile, gaze)
 
-    cx = 56.0
-    eye_y = p["eye_y"]
-    nose_y = eye_y + p["nose_len"]
-    mouth_y = eye_y + p["mouth_off"]
-    chin_y = mouth_y + p["chin_gap"]
-    top_y = eye_y - p["top_gap"]
-    fw = p["face_half_w"]
-    R = fw * 1.15  # radius of the head's horizontal cross-section
 
-    def z_of(x: float) -> float:
-        return math.sqrt(max(R * R - x * x, 0.0))
+class _Head:
+    """The face's layout in template units and its projection after yaw onto the supersampled canvas."""
 
-    def proj(x: float, z: float | None = None) -> float:
+    def __init__(self, p: dict, yaw: float, size: int, ss: int):
+        self.k = size * ss / _TEMPLATE  # template units -> canvas pixels
+        self.psi = math.radians(yaw)
+        self.sy, self.cy_ = math.sin(self.psi), math.cos(self.psi)
+        self.cx = 56.0
+        self.eye_y = p["eye_y"]
+        self.nose_y = self.eye_y + p["nose_len"]
+        self.mouth_y = self.eye_y + p["mouth_off"]
+        self.chin_y = self.mouth_y + p["chin_gap"]
+        self.top_y = self.eye_y - p["top_gap"]
+        self.fw = p["face_half_w"]
+        self.R = self.fw * 1.15  # radius of the head's horizontal cross-section
+        self.hx = self.cx + 0.06 * self.R * self.sy  # the back of the head shows on the side away from the turn
+        self.cyf = (self.top_y + self.chin_y) / 2.0  # centre and half-height of the face outline
+        self.fh = (self.chin_y - self.top_y) / 2.0
+        # the hairline: its height at the centre (hl) and at the temples
+        self.brow_top = self.eye_y - p["brow_off"] - 2.0
+        hl = self.brow_top - p["hairline"] - (14.0 if not p["fringe"] else 0.0) - p["recede"]
+        if p["fringe"]:
+            hl = self.brow_top - 3.0
+        self.hl = max(hl, self.top_y + 4.0)
+        self.temple = self.hl + 10.0
+
+    def z_of(self, x: float) -> float:
+        return math.sqrt(max(self.R * self.R - x * x, 0.0))
+
+    def proj(self, x: float, z: float | None = None) -> float:
         """Image x (template units) of a point at horizontal offset x, depth z, after yaw."""
-        zz = z_of(x) if z is None else z
-        return cx + x * cy_ - zz * sy
+        zz = self.z_of(x) if z is None else z
+        return self.cx + x * self.cy_ - zz * self.sy
 
-    def P(pts: Sequence[tuple[float, float]], dz: float = 0.0) -> list[tuple[float, float]]:
-        return [(proj(x, z_of(x) + dz) * k, y * k) for x, y in pts]
+    def P(self, pts: Sequence[tuple[float, float]], dz: float = 0.0) -> list[tuple[float, float]]:
+        """Canvas pixels of points (x, y) on the head's surface, `dz` in front of it."""
+        k = self.k
+        return [(self.proj(x, self.z_of(x) + dz) * k, y * k) for x, y in pts]
 
-    bg = rng.uniform(40, 215, size=3)
-    im = Image.new("RGB", (cv, cv), _rgb(bg))
-    d = ImageDraw.Draw(im, "RGBA")
+    def flat(self, pts: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+        """Canvas pixels of points drawn flat on the face's outline (not projected over the head)."""
+        k, cx, fw, sy = self.k, self.cx, self.fw, self.sy
+        return [((cx + x - 0.1 * fw * sy) * k, y * k) for x, y in pts]
+
+
+def _draw_behind_face(d: ImageDraw.ImageDraw, h: _Head, p: dict, rng: np.random.Generator) -> None:
+    """Clothes, neck, the hair behind the head, the skull and the ears: what the face is drawn over."""
+    k, cx, fw, sy, cy_, R = h.k, h.cx, h.fw, h.sy, h.cy_, h.R
     skin, hair = p["skin"], p["hair"]
-    shade = 0.82
-
-    # clothes and neck
     cloth = rng.uniform(20, 230, size=3)
-    d.ellipse([(cx - 70) * k, (chin_y + 4) * k, (cx + 70) * k, (chin_y + 80) * k], fill=_rgb(cloth))
+    d.ellipse([(cx - 70) * k, (h.chin_y + 4) * k, (cx + 70) * k, (h.chin_y + 80) * k], fill=_rgb(cloth))
     nx = cx - 0.3 * fw * sy
-    d.rectangle([(nx - 0.55 * fw) * k, (chin_y - 12) * k, (nx + 0.55 * fw) * k, (chin_y + 14) * k],
-                fill=_rgb(skin * shade))
-
-    # hair behind the head
-    hshift = 0.06 * R * sy  # the back of the head shows on the side away from the turn
-    hx = cx + hshift
+    d.rectangle([(nx - 0.55 * fw) * k, (h.chin_y - 12) * k, (nx + 0.55 * fw) * k, (h.chin_y + 14) * k],
+                fill=_rgb(skin * 0.82))
+    hx = h.hx
     if p["hair_len"] != "short":
-        bottom = chin_y + 22 if p["hair_len"] == "long" else mouth_y + 2
-        d.rounded_rectangle([(hx - fw * 1.22) * k, (top_y + 4) * k, (hx + fw * 1.22) * k, bottom * k],
+        bottom = h.chin_y + 22 if p["hair_len"] == "long" else h.mouth_y + 2
+        d.rounded_rectangle([(hx - fw * 1.22) * k, (h.top_y + 4) * k, (hx + fw * 1.22) * k, bottom * k],
                             radius=int(fw * 0.9 * k), fill=_rgb(hair * 0.85))
     # skull (hair colour where not covered by the face)
-    d.ellipse([(hx - fw * 1.08) * k, (top_y - 3) * k, (hx + fw * 1.08) * k, (chin_y - 10) * k],
+    d.ellipse([(hx - fw * 1.08) * k, (h.top_y - 3) * k, (hx + fw * 1.08) * k, (h.chin_y - 10) * k],
               fill=_rgb(hair))
-
     # ears: points (+-R, 0) after rotation; drawn before the face, partly hidden by it
     for side in (-1.0, 1.0):
         ex = cx + side * R * cy_
         ez = side * R * sy
         if ez > -0.35 * R:
             w = p["ear"] * 0.45 * max(0.35, abs(cy_))
-            d.ellipse([(ex - w) * k, (eye_y - 2) * k, (ex + w) * k, (nose_y + 4) * k], fill=_rgb(skin * 0.9))
+            d.ellipse([(ex - w) * k, (h.eye_y - 2) * k, (ex + w) * k, (h.nose_y + 4) * k], fill=_rgb(skin * 0.9))
 
-    # face outline: upper ellipse, narrowing jaw; the chin moves with the turn
-    cyf = (top_y + chin_y) / 2.0
-    fh = (chin_y - top_y) / 2.0
+
+def _draw_face_and_hairline(d: ImageDraw.ImageDraw, h: _Head, p: dict) -> None:
+    """The face outline (upper ellipse, narrowing jaw; the chin moves with the turn), then the hair cap
+    over the forehead down to the hairline."""
+    k, fw, sy, R, hx = h.k, h.fw, h.sy, h.R, h.hx
     pts = []
     for t in np.linspace(0.0, 2.0 * math.pi, 72, endpoint=False):
         s = math.sin(t)
@@ -268,18 +298,12 @@ def _render_one(p: dict, rng: np.random.Generator, size: int, ss: int) -> tuple[
             lower = s * s
             x *= 1.0 - (1.0 - p["jaw"]) * lower * 1.6 * (1.0 if s < 0.98 else 1.0)
             x = x - 0.25 * fw * sy * lower
-        pts.append(((cx + x - 0.1 * fw * sy) * k, (cyf + fh * s) * k))
-    d.polygon(pts, fill=_rgb(skin))
+        pts.append((x, h.cyf + h.fh * s))
+    d.polygon(h.flat(pts), fill=_rgb(p["skin"]))
 
-    # hair cap over the forehead
-    brow_top = eye_y - p["brow_off"] - 2.0
-    hl = brow_top - p["hairline"] - (14.0 if not p["fringe"] else 0.0) - p["recede"]
-    if p["fringe"]:
-        hl = brow_top - 3.0
-    hl = max(hl, top_y + 4.0)
-    temple = hl + 10.0
-    a, b = fw * 1.08, (chin_y - 10 - top_y + 3) / 2.0
-    ecy = (top_y - 3 + chin_y - 10) / 2.0
+    hl, temple = h.hl, h.temple
+    a, b = fw * 1.08, (h.chin_y - 10 - h.top_y + 3) / 2.0
+    ecy = (h.top_y - 3 + h.chin_y - 10) / 2.0
     sin_t = float(np.clip((temple - ecy) / b, -0.999, 0.999))
     th0 = math.pi - math.asin(sin_t)  # left temple on the ellipse
     th1 = 2.0 * math.pi + math.asin(sin_t)  # right temple
@@ -293,87 +317,101 @@ def _render_one(p: dict, rng: np.random.Generator, size: int, ss: int) -> tuple[
         y = hl + dip + (1.2 * math.sin(9 * u) if p["fringe"] else 0.0)
         xx = hx + x - (0.5 * R * sy - p["parting"] * 2.0) * (1 - u * u)
         line.append((xx * k, y * k))
-    d.polygon(cap + line, fill=_rgb(hair))
+    d.polygon(cap + line, fill=_rgb(p["hair"]))
 
-    # brows
+
+def _draw_brows_and_eyes(d: ImageDraw.ImageDraw, h: _Head, p: dict, pose: _Pose, rng: np.random.Generator,
+                         lm: np.ndarray) -> tuple[float, float]:
+    """Brows, then eyes (almond of sclera, iris, pupil, upper lid); sets the eye landmarks in `lm` and
+    returns the eyes' half-width and height."""
+    k, eye_y, R, skin, gaze = h.k, h.eye_y, h.R, p["skin"], pose.gaze
     bt = p["brow_thick"]
     for side in (-1.0, 1.0):
         bx0 = side * (p["eye_half"] - p["brow_len"] * 0.5)
         xs = np.linspace(0.0, 1.0, 7)
         pts_b = [(bx0 + side * p["brow_len"] * u, eye_y - p["brow_off"] - p["brow_arch"] * math.sin(math.pi * u))
                  for u in xs]
-        d.line(P(pts_b, dz=-1.0), fill=_rgb(p["brow_color"]), width=max(1, int(round(bt * k))), joint="curve")
+        d.line(h.P(pts_b, dz=-1.0), fill=_rgb(p["brow_color"]), width=max(1, int(round(bt * k))), joint="curve")
 
-    # eyes: almond of sclera, iris, pupil, upper lid
-    lm = np.zeros((5, 2))
     ew, eh = p["eye_w"], p["eye_w"] * p["eye_h_ratio"] * float(np.clip(rng.normal(1.0, 0.08), 0.7, 1.2))
     for i, side in enumerate((-1.0, 1.0)):
         ex = side * p["eye_half"]
         us = np.linspace(-1.0, 1.0, 11)
         upper = [(ex + ew * u, eye_y - eh * (1 - u * u) ** 0.7) for u in us]
         lower = [(ex + ew * u, eye_y + eh * 0.8 * (1 - u * u) ** 0.8) for u in us[::-1]]
-        d.polygon(P(upper + lower, dz=-2.0), fill=(236, 232, 226))
-        fs = max(0.3, abs(math.cos(math.asin(max(-1.0, min(1.0, ex / R))) - psi)))  # foreshortening
-        px_ = proj(ex, z_of(ex) - 2.0) + gaze[0] * fs
+        d.polygon(h.P(upper + lower, dz=-2.0), fill=(236, 232, 226))
+        fs = max(0.3, abs(math.cos(math.asin(max(-1.0, min(1.0, ex / R))) - h.psi)))  # foreshortening
+        px_ = h.proj(ex, h.z_of(ex) - 2.0) + gaze[0] * fs
         py_ = eye_y + gaze[1] * 0.4
         ir = min(eh * 0.95, ew * 0.55)
         d.ellipse([(px_ - ir * fs) * k, (py_ - ir) * k, (px_ + ir * fs) * k, (py_ + ir) * k], fill=_rgb(p["iris"]))
         pr = ir * 0.5
         d.ellipse([(px_ - pr * fs) * k, (py_ - pr) * k, (px_ + pr * fs) * k, (py_ + pr) * k], fill=(14, 12, 14))
-        d.line(P(upper, dz=-2.0), fill=_rgb(skin * 0.35), width=max(1, int(round(0.9 * k))))
+        d.line(h.P(upper, dz=-2.0), fill=_rgb(skin * 0.35), width=max(1, int(round(0.9 * k))))
         lm[i] = (px_, py_)
+    return ew, eh
 
-    # nose: bridge shadow, tip, wings, nostrils
+
+def _draw_nose(d: ImageDraw.ImageDraw, h: _Head, p: dict, yaw: float, lm: np.ndarray) -> None:
+    """Bridge shadow, tip, wings, nostrils; sets the nose-tip landmark in `lm`."""
+    k, eye_y, nose_y, R, skin = h.k, h.eye_y, h.nose_y, h.R, p["skin"]
     npr = p["nose_prot"]
-    nose_tip_x = proj(0.0, R + npr)
-    bridge = [(proj(0.0, R + npr * f), eye_y + (nose_y - eye_y) * f) for f in np.linspace(0.15, 0.95, 6)]
+    nose_tip_x = h.proj(0.0, R + npr)
+    bridge = [(h.proj(0.0, R + npr * f), eye_y + (nose_y - eye_y) * f) for f in np.linspace(0.15, 0.95, 6)]
     off = 1.2 if yaw >= 0 else -1.2
     d.line([((x + off) * k, y * k) for x, y in bridge], fill=_rgb(skin * 0.8, 0.8),
            width=max(1, int(round(1.2 * k))))
     nw = p["nose_w"]
     for side in (-1.0, 1.0):
         wing = [(side * nw * 0.3, nose_y + 1.0), (side * nw, nose_y - 0.5), (side * nw * 1.05, nose_y - 2.5)]
-        d.line(P(wing, dz=npr * 0.35), fill=_rgb(skin * 0.7), width=max(1, int(round(0.8 * k))))
-        nxo = proj(side * nw * 0.55, z_of(side * nw * 0.55) + npr * 0.45)
+        d.line(h.P(wing, dz=npr * 0.35), fill=_rgb(skin * 0.7), width=max(1, int(round(0.8 * k))))
+        nxo = h.proj(side * nw * 0.55, h.z_of(side * nw * 0.55) + npr * 0.45)
         d.ellipse([(nxo - 1.1) * k, (nose_y + 0.2) * k, (nxo + 1.1) * k, (nose_y + 1.6) * k],
                   fill=_rgb(skin * 0.45))
     lm[2] = (nose_tip_x, nose_y)
 
-    # wrinkles (age)
+
+def _draw_age_and_beard(d: ImageDraw.ImageDraw, h: _Head, p: dict, rng: np.random.Generator,
+                        ew: float, eh: float) -> None:
+    """Wrinkles (forehead lines, crow's feet, nasolabial folds, under-eye lines), then a beard or stubble."""
+    k, eye_y, nose_y, mouth_y, fw, sy, skin = h.k, h.eye_y, h.nose_y, h.mouth_y, h.fw, h.sy, p["skin"]
+    nw = p["nose_w"]
     w = p["wrinkle"] * float(np.clip(rng.normal(1.0, 0.1), 0.5, 1.5))
     if w > 0.02:
         wc = _rgb(skin * 0.68, min(1.0, 0.75 * w))
         wl = max(1, int(round(0.7 * k)))
         n_lines = 1 + int(3 * w)
         for j in range(n_lines):
-            y = brow_top - 4.0 - 3.2 * j
-            if y < hl + 2:
+            y = h.brow_top - 4.0 - 3.2 * j
+            if y < h.hl + 2:
                 break
-            d.line(P([(u, y + 0.8 * math.cos(u / 6.0)) for u in np.linspace(-14, 14, 9)]), fill=wc, width=wl)
+            d.line(h.P([(u, y + 0.8 * math.cos(u / 6.0)) for u in np.linspace(-14, 14, 9)]), fill=wc, width=wl)
         for side in (-1.0, 1.0):
             x0 = side * (p["eye_half"] + ew + 1.0)
             for ang in (-0.35, 0.0, 0.35):
                 seg = [(x0, eye_y), (x0 + side * 4.0 * w, eye_y + 4.0 * w * math.sin(ang))]
-                d.line(P(seg), fill=wc, width=wl)
+                d.line(h.P(seg), fill=wc, width=wl)
             fold = [(side * (nw + 2.0), nose_y - 1.0), (side * (nw + 5.0), nose_y + 6.0),
                     (side * (p["mouth_half"] + 2.5), mouth_y + 3.0)]
-            d.line(P(fold), fill=wc, width=wl, joint="curve")
-            d.line(P([(side * p["eye_half"] + u, eye_y + eh + 2.2) for u in np.linspace(-3.5, 3.5, 5)]),
+            d.line(h.P(fold), fill=wc, width=wl, joint="curve")
+            d.line(h.P([(side * p["eye_half"] + u, eye_y + eh + 2.2) for u in np.linspace(-3.5, 3.5, 5)]),
                    fill=_rgb(skin * 0.75, 0.6 * w), width=wl)
 
-    # beard / stubble (some adult men)
     if p["beard"] > 0:
         bpts = []
         for t in np.linspace(0.25 * math.pi, 0.75 * math.pi, 15):
             s = math.sin(t)
             x = fw * math.cos(t) * (1.0 - (1.0 - p["jaw"]) * s * s * 1.6)
-            bpts.append((x - 0.25 * fw * sy * s * s, cyf + fh * s))
+            bpts.append((x - 0.25 * fw * sy * s * s, h.cyf + h.fh * s))
         inner = [(p["mouth_half"] * 0.9, nose_y + 3.5), (0.0, nose_y + 2.5), (-p["mouth_half"] * 0.9, nose_y + 3.5)]
-        outer_img = [((cx + x - 0.1 * fw * sy) * k, y * k) for x, y in bpts]
-        d.polygon(P([(fw * 0.85, mouth_y - 8.0)]) + outer_img + P([(-fw * 0.85, mouth_y - 8.0)])
-                  + P(inner[::-1]), fill=_rgb(hair * 0.9, p["beard"]))
+        d.polygon(h.P([(fw * 0.85, mouth_y - 8.0)]) + h.flat(bpts) + h.P([(-fw * 0.85, mouth_y - 8.0)])
+                  + h.P(inner[::-1]), fill=_rgb(p["hair"] * 0.9, p["beard"]))
 
-    # mouth
+
+def _draw_mouth_and_front(d: ImageDraw.ImageDraw, h: _Head, p: dict, smile: float, lm: np.ndarray) -> None:
+    """The mouth (sets the mouth-corner landmarks in `lm`), a mole, and the side hair that falls in front
+    of the face's edges (medium and long hair)."""
+    k, mouth_y, fw = h.k, h.mouth_y, h.fw
     mh = p["mouth_half"]
     lift = 1.8 * smile
     lt = p["lip"]
@@ -382,33 +420,37 @@ def _render_one(p: dict, rng: np.random.Generator, size: int, ss: int) -> tuple[
           for u in us]
     mid = [(mh * u, mouth_y - lift * u * u + 0.6 * smile * (1 - u * u)) for u in us]
     low = [(mh * u, mouth_y - lift * u * u + 0.6 * smile * (1 - u * u) + lt * (1 - u * u) ** 0.7) for u in us]
-    d.polygon(P(up + low[::-1], dz=0.5), fill=_rgb(p["lip_color"]))
-    d.line(P(mid, dz=0.5), fill=_rgb(p["lip_color"] * 0.45), width=max(1, int(round(0.9 * k))))
-    ml, mr = P([mid[0], mid[-1]], dz=0.5)
+    d.polygon(h.P(up + low[::-1], dz=0.5), fill=_rgb(p["lip_color"]))
+    d.line(h.P(mid, dz=0.5), fill=_rgb(p["lip_color"] * 0.45), width=max(1, int(round(0.9 * k))))
+    ml, mr = h.P([mid[0], mid[-1]], dz=0.5)
     lm[3] = (ml[0] / k, ml[1] / k)
     lm[4] = (mr[0] / k, mr[1] / k)
 
     if p["mole"] is not None:
         mx, my, mr_ = p["mole"]
-        (mxx, myy), = P([(mx, my)])
+        (mxx, myy), = h.P([(mx, my)])
         d.ellipse([mxx - mr_ * k * 0.5, myy - mr_ * k * 0.5, mxx + mr_ * k * 0.5, myy + mr_ * k * 0.5],
-                  fill=_rgb(skin * 0.45))
+                  fill=_rgb(p["skin"] * 0.45))
 
-    # side hair in front of the face edges (medium / long hair)
     if p["hair_len"] != "short":
+        temple, eye_y = h.temple, h.eye_y
         for side in (-1.0, 1.0):
             xo = side * fw * 1.02
             strand = [(xo, temple - 2), (xo - side * 5.0, temple + 4), (xo - side * 3.5, eye_y + 12),
                       (xo + side * 1.5, eye_y + 14), (xo + side * 3.0, temple)]
-            d.polygon([((cx + x - 0.1 * fw * sy) * k, y * k) for x, y in strand], fill=_rgb(hair))
+            d.polygon(h.flat(strand), fill=_rgb(p["hair"]))
 
-    # supersampled canvas -> image, then similarity jitter (roll, scale, shift) about the image centre
+
+def _frame(im: Image.Image, lm: np.ndarray, pose: _Pose, size: int, ss: int, k: float,
+           bg: np.ndarray) -> tuple[Image.Image, np.ndarray]:
+    """Supersampled canvas -> image, then the similarity jitter (roll, scale, shift) about the image centre;
+    returns the image and the landmarks in its pixel-centre coordinates."""
     im = im.reduce(ss)
     lm_px = (lm * k - (ss - 1) / 2.0) / ss  # pixel-centre coordinates in the reduced image
     c0 = (size - 1) / 2.0
-    th = math.radians(roll)
-    A = scale * np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
-    t_vec = np.array([c0, c0]) + shift * size / _TEMPLATE - A @ np.array([c0, c0])
+    th = math.radians(pose.roll)
+    A = pose.scale * np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+    t_vec = np.array([c0, c0]) + pose.shift * size / _TEMPLATE - A @ np.array([c0, c0])
     Ai = np.linalg.inv(A)
     ti = -Ai @ t_vec
     # Pillow samples output pixel centres (x + 0.5) in corner coordinates; convert the centre-based map
@@ -416,20 +458,43 @@ def _render_one(p: dict, rng: np.random.Generator, size: int, ss: int) -> tuple[
     im = im.transform((size, size), Image.Transform.AFFINE,
                       data=(Ai[0, 0], Ai[0, 1], ti_c[0], Ai[1, 0], Ai[1, 1], ti_c[1]),
                       resample=Image.Resampling.BILINEAR, fillcolor=_rgb(bg))
-    lm_px = (A @ lm_px.T).T + t_vec
+    return im, (A @ lm_px.T).T + t_vec
+
+
+def _camera(im: Image.Image, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Blur, lighting, colour cast and sensor noise: the uint8 image a camera would record."""
     blur = float(rng.uniform(0.0, 0.7)) * size / _TEMPLATE
     if blur > 0.15:
         im = im.filter(ImageFilter.GaussianBlur(blur))
-
-    # lighting, colour cast and sensor noise
     arr = np.asarray(im, dtype=np.float32)
     xs = (np.arange(size, dtype=np.float32) / max(size - 1, 1) - 0.5)[None, :, None]
     gain = float(rng.normal(1.0, 0.08)) * (1.0 + float(rng.uniform(-0.2, 0.2)) * 2.0 * xs)
     cast = (1.0 + rng.normal(0.0, 0.03, size=3)).astype(np.float32)
     arr = arr * gain * cast + rng.normal(0.0, float(rng.uniform(2.0, 6.0)), size=arr.shape).astype(np.float32)
-    img = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-    truth = {"age": age, "yaw": yaw, "roll": roll}
-    return img, lm_px, truth
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+def _render_one(p: dict, rng: np.random.Generator, size: int, ss: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Draw one image of identity `p`; return (uint8 image, landmarks (5,2), per-image truth).
+
+    The phases draw from `rng` in a fixed order (pose, background, clothes, eye opening, wrinkles,
+    blur, lighting, noise), so the same stream gives the same pixels."""
+    pose = _draw_pose(p, rng)
+    h = _Head(p, pose.yaw, size, ss)
+    bg = rng.uniform(40, 215, size=3)
+    cv = size * ss
+    im = Image.new("RGB", (cv, cv), _rgb(bg))
+    d = ImageDraw.Draw(im, "RGBA")
+    lm = np.zeros((5, 2))
+    _draw_behind_face(d, h, p, rng)
+    _draw_face_and_hairline(d, h, p)
+    ew, eh = _draw_brows_and_eyes(d, h, p, pose, rng, lm)
+    _draw_nose(d, h, p, pose.yaw, lm)
+    _draw_age_and_beard(d, h, p, rng, ew, eh)
+    _draw_mouth_and_front(d, h, p, pose.smile, lm)
+    im, lm_px = _frame(im, lm, pose, size, ss, h.k, bg)
+    img = _camera(im, rng, size)
+    return img, lm_px, {"age": pose.age, "yaw": pose.yaw, "roll": pose.roll}
 
 
 # --------------------------------------------------------------------------- public API

@@ -119,6 +119,41 @@ def estimate_many(
     A category with fewer than `min_class_count` rows is an InputError; pass
     ``min_class_count=1`` for identity (hundreds of classes, some with one image).
     """
+    seeds, folds = _check_options(features, attributes, seeds, folds, max_dim, stack_size, workers)
+    est = get_estimator(estimator, **estimator_options)
+    dev = resolve_device(device)
+    feats, clean = _clean_inputs(features, attributes, min_class_count)
+    jobs, keys, widths = _plan_jobs(feats, clean, folds=folds, seeds=seeds, seed=seed, max_dim=max_dim, null=null)
+    n_workers = 1 if dev.type == "cuda" or not batched else int(workers or torch.get_num_threads())
+    fits, runtime = _train_in_stacks(jobs, keys, est, dev, batched=batched, stack_size=stack_size,
+                                     workers=n_workers, progress=progress)
+    job_of = dict(zip(keys, jobs))
+    results: dict[tuple[str, str], ExpressivityResult] = {}
+    for aname, (cp, kind) in clean.items():
+        for lname in feats:
+            per_fold: list[list[Fit]] = []
+            fold_terms: list[dict[str, np.ndarray]] = []
+            for f in range(folds):
+                seed_fits = [fits[(lname, aname, f, s)] for s in range(seeds)]
+                per_fold.append(seed_fits)
+                if est.family == "critic" and seeds > 1:
+                    fold_terms.append(evaluate_ensemble(est, seed_fits, job_of[(lname, aname, f, 0)], dev))
+                else:
+                    fold_terms.append(seed_fits[0].terms)
+            null_fits = [fits[(lname, aname, f, _NULL_TAG)] for f in range(folds)] if null else None
+            width, loss = widths.get((lname, aname), (None, None))
+            results[(lname, aname)] = _assemble(
+                est, kind, cp, per_fold, fold_terms, null_fits, width, loss, feats[lname].shape[1], runtime,
+            )
+    return results
+
+
+_JobKey = tuple[str, str, int, int | str]  # (layer, attribute, fold, seed index or _NULL_TAG)
+
+
+def _check_options(features: Any, attributes: Any, seeds: int, folds: int, max_dim: int | None,
+                   stack_size: int | None, workers: int | None) -> tuple[int, int]:
+    """Reject inputs that are not mappings and options out of range; return (seeds, folds) as ints."""
     if not isinstance(features, Mapping) or not features:
         raise InputError("features must be a non-empty mapping {layer name: (n_samples, n_features) array}.")
     if not isinstance(attributes, Mapping) or not attributes:
@@ -135,9 +170,12 @@ def estimate_many(
         raise InputError(f"stack_size={stack_size} must be a positive integer or None (automatic).")
     if workers is not None and int(workers) < 1:
         raise InputError(f"workers={workers} must be a positive integer or None (one per torch thread on CPU).")
-    est = get_estimator(estimator, **estimator_options)
-    dev = resolve_device(device)
+    return seeds, folds
 
+
+def _clean_inputs(features: Mapping[str, Any], attributes: Mapping[str, tuple[Any, str]], min_class_count: int
+                  ) -> tuple[dict[str, np.ndarray], dict[str, tuple[CleanPair, str]]]:
+    """Validate every layer (same rows in all) and every attribute against those rows."""
     feats: dict[str, np.ndarray] = {}
     n_rows = None
     for lname, arr in features.items():
@@ -160,17 +198,23 @@ def estimate_many(
         values, kind = spec
         cp = check_attribute(values, n_rows, kind, name=str(aname), min_class_count=min_class_count)
         clean[str(aname)] = (cp, kind)
+    return feats, clean
 
+
+def _plan_jobs(feats: dict[str, np.ndarray], clean: dict[str, tuple[CleanPair, str]], *, folds: int, seeds: int,
+               seed: int, max_dim: int | None, null: bool
+               ) -> tuple[list[Job], list[_JobKey], dict[tuple[str, str], tuple[int, float]]]:
+    """The critics to train: (layer, attribute, fold, seed index) and the null's folds, with their keys, and
+    the width kept of each wide layer per attribute (with its measured loss). The folds are drawn per row
+    set, so attributes with the same rows share their splits (and the probes' eigendecompositions). A
+    continuous attribute is standardised here; a note about that is added to its warnings in `clean`."""
     reduced: dict[str, tuple[np.ndarray, int | None]] = {}
     for lname, x in feats.items():
         reduced[lname] = reduce_features(x, max_dim, seed=seed)
     widths: dict[tuple[str, str], tuple[int, float]] = {}  # (layer, attribute) -> (width kept, measured loss)
     layer_x: dict[tuple[str, int | None], np.ndarray] = {}  # (layer, width) -> the critics' input
-
-    # ---- jobs: (layer, attribute, fold, seed index) and the null's folds. The folds are drawn per row set,
-    # so attributes with the same rows share their splits (and the probes' eigendecompositions).
     jobs: list[Job] = []
-    keys: list[tuple[str, str, int, int | str]] = []
+    keys: list[_JobKey] = []
     for ai, (aname, (cp, kind)) in enumerate(clean.items()):
         if kind == "continuous":
             y, note = scale_attribute(cp.y)
@@ -199,39 +243,26 @@ def estimate_many(
                 if null:
                     jobs.append(Job(xr, key, cp.rows, y[perm], n_classes, _job_seed(seed, 0, f), test=test))
                     keys.append((lname, aname, f, _NULL_TAG))
+    return jobs, keys, widths
 
-    job_of = dict(zip(keys, jobs))
-    n_workers = 1 if dev.type == "cuda" or not batched else int(workers or torch.get_num_threads())
+
+def _train_in_stacks(jobs: list[Job], keys: list[_JobKey], est: NeuralEstimator, dev: torch.device, *,
+                     batched: bool, stack_size: int | None, workers: int, progress: bool | None
+                     ) -> tuple[dict[_JobKey, Fit], dict[str, Any]]:
+    """Train every job in stacks (continuous attributes first: their critics train longest); return the
+    fits by key and where they trained."""
     stacks: list[list[int]] = []
-    for continuous in (True, False):  # continuous first: their critics train longest
+    for continuous in (True, False):
         sel = [i for i, j in enumerate(jobs) if (j.n_classes == 0) == continuous]
-        stacks += _plan_stacks(sel, dev.type, batched, stack_size, n_workers)
-    out = train_stacks([[jobs[i] for i in grp] for grp in stacks], est, device=dev, workers=n_workers,
+        stacks += _plan_stacks(sel, dev.type, batched, stack_size, workers)
+    out = train_stacks([[jobs[i] for i in grp] for grp in stacks], est, device=dev, workers=workers,
                        progress=progress)
-    runtime = runtime_record(dev, stack_workers(n_workers, len(stacks)))
-    fits: dict[tuple[str, str, int, int | str], Fit] = {}
+    runtime = runtime_record(dev, stack_workers(workers, len(stacks)))
+    fits: dict[_JobKey, Fit] = {}
     for grp, grp_fits in zip(stacks, out):
         for i, f in zip(grp, grp_fits):
             fits[keys[i]] = f
-
-    results: dict[tuple[str, str], ExpressivityResult] = {}
-    for aname, (cp, kind) in clean.items():
-        for lname in feats:
-            per_fold: list[list[Fit]] = []
-            fold_terms: list[dict[str, np.ndarray]] = []
-            for f in range(folds):
-                seed_fits = [fits[(lname, aname, f, s)] for s in range(seeds)]
-                per_fold.append(seed_fits)
-                if est.family == "critic" and seeds > 1:
-                    fold_terms.append(evaluate_ensemble(est, seed_fits, job_of[(lname, aname, f, 0)], dev))
-                else:
-                    fold_terms.append(seed_fits[0].terms)
-            null_fits = [fits[(lname, aname, f, _NULL_TAG)] for f in range(folds)] if null else None
-            width, loss = widths.get((lname, aname), (None, None))
-            results[(lname, aname)] = _assemble(
-                est, kind, cp, per_fold, fold_terms, null_fits, width, loss, feats[lname].shape[1], runtime,
-            )
-    return results
+    return fits, runtime
 
 
 def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:

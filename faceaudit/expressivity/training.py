@@ -278,9 +278,50 @@ def train_jobs(
     continuous = jobs[0].n_classes == 0
     if any((j.n_classes == 0) != continuous for j in jobs):
         raise ValueError("train_jobs needs jobs of one attribute kind")
-    G = len(jobs)
-    cfg = est
-    # ---- layers, padded to a common width and row count
+    data = _stack_data(jobs, continuous, dev)
+    splits = [_split(len(j.rows), j.seed, est.heldout, j.test_seed, j.test) for j in jobs]
+    train_rows = [j.rows[s[0]] for j, s in zip(jobs, splits)]
+    val_rows = [j.rows[s[1]] for j, s in zip(jobs, splits)]
+    test_rows = [j.rows[s[2]] for j, s in zip(jobs, splits)]
+    batch = int(min(est.batch_size, min(len(r) for r in train_rows)))
+    start = _initial_critics(est, jobs, splits, train_rows, data.d_max, data.c_max, continuous, dev)
+    # foreach: one multi-tensor kernel per Adam operation instead of one per parameter (same numbers)
+    opt = torch.optim.Adam([v for v in start.params.values() if v.requires_grad], lr=est.lr,
+                           weight_decay=est.weight_decay, foreach=True)
+    stack = _Stack(start.params, opt)
+    aux = {} if continuous else _class_priors(jobs, splits, data.c_max, dev)
+    est.prepare(jobs, splits, aux, data.Y, dev)
+
+    watch = _EarlyStopping(est, {k: v.detach().clone() for k, v in start.params.items()}, len(jobs), dev)
+    batcher = _Batcher(train_rows, [j.seed for j in jobs], batch)
+    val_idx, val_mask = _pad_sets(val_rows)
+    if continuous and est.family == "critic":
+        _add_references(aux, est, list(zip(jobs, test_rows)), dev)
+    val = (torch.from_numpy(val_idx).to(dev), torch.from_numpy(val_mask).to(dev))
+    gen_chosen = watch.start(est, start, data, val, aux, continuous)
+    bar = _progress_bar(total=est.max_steps, desc=desc, unit="step", enabled=progress)
+    try:
+        _run_steps(est, stack, watch, data, aux, batcher, val, continuous=continuous, dev=dev, stop=stop, bar=bar)
+    finally:
+        bar.close()
+    selected = (watch.best_step == 0) & start.linear & ~gen_chosen
+    _take_probe_refits(watch.best, selected, jobs, start.probes, data.d_max, data.c_max, dev)
+    return _final_fits(est, jobs, watch, data, aux, train_rows, test_rows, start.probes, selected, continuous, dev)
+
+
+@dataclass(frozen=True)
+class _StackData:
+    """A stack's inputs on the device: the layers padded to a common row count and width `X` (L, n, d_max),
+    the layer each critic reads `layer_of` (G,), and each critic's attribute placed at its rows `Y` (G, n)."""
+
+    X: Tensor
+    layer_of: Tensor
+    Y: Tensor
+    d_max: int
+    c_max: int
+
+
+def _stack_data(jobs: list[Job], continuous: bool, dev: torch.device) -> _StackData:
     layer_keys: list[Any] = []
     for j in jobs:
         if j.layer not in layer_keys:
@@ -293,31 +334,38 @@ def train_jobs(
         X[i, : lx[k].shape[0], : lx[k].shape[1]] = torch.from_numpy(lx[k])
     X = X.to(dev)
     layer_of = torch.tensor([layer_keys.index(j.layer) for j in jobs], dtype=torch.long, device=dev)
-    # ---- attributes placed at their rows
     c_max = max(j.n_classes for j in jobs)
-    if continuous:
-        Y = torch.zeros((G, n_max), dtype=torch.float32)
-    else:
-        Y = torch.zeros((G, n_max), dtype=torch.long)
+    Y = torch.zeros((len(jobs), n_max), dtype=torch.float32 if continuous else torch.long)
     for g, j in enumerate(jobs):
         Y[g, torch.from_numpy(j.rows.astype(np.int64))] = torch.from_numpy(
             j.y.astype(np.float32 if continuous else np.int64)
         )
-    Y = Y.to(dev)
-    # ---- splits (rows of the layer array)
-    splits = [_split(len(j.rows), j.seed, cfg.heldout, j.test_seed, j.test) for j in jobs]
-    train_rows = [j.rows[s[0]] for j, s in zip(jobs, splits)]
-    val_rows = [j.rows[s[1]] for j, s in zip(jobs, splits)]
-    test_rows = [j.rows[s[2]] for j, s in zip(jobs, splits)]
-    batch = int(min(cfg.batch_size, min(len(r) for r in train_rows)))
-    # ---- model
-    head_out = est.head_out(c_max) if est.family == "conditional" else cfg.embed
-    shape = critics.CriticShape(d_max, cfg.hidden, cfg.embed, cfg.y_hidden, c_max, head_out)
+    return _StackData(X, layer_of, Y.to(dev), d_max, c_max)
+
+
+@dataclass(frozen=True)
+class _Start:
+    """The critics' starting point: parameters on the device, each job's probes, whether they start from
+    the linear head, and the generative heads validation may switch on (None: none)."""
+
+    params: dict[str, Tensor]
+    probes: list[_JobProbes]
+    linear: bool
+    generative: list[list[dict[str, np.ndarray]]] | None
+
+
+def _initial_critics(est: "NeuralEstimator", jobs: list[Job], splits: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                     train_rows: list[np.ndarray], d_max: int, c_max: int, continuous: bool, dev: torch.device
+                     ) -> _Start:
+    """Fit each job's probes and initialise the stacked critics from them (the linear head), with the
+    generative heads, if any, fitted but switched off."""
+    head_out = est.head_out(c_max) if est.family == "conditional" else est.embed
+    shape = critics.CriticShape(d_max, est.hidden, est.embed, est.y_hidden, c_max, head_out)
     bases: dict[Any, probe_mod.RidgeBasis] = {}
-    probes = [_probes(j, sp, est.family == "critic" and bool(cfg.linear_head), bases) for j, sp in zip(jobs, splits)]
+    probes = [_probes(j, sp, est.family == "critic" and bool(est.linear_head), bases) for j, sp in zip(jobs, splits)]
     del bases
     linear = None
-    if est.family == "critic" and cfg.linear_head:
+    if est.family == "critic" and est.linear_head:
         linear = [critics.linear_head_init(None, j.y[sp[0]], j.n_classes, d_max, c_max, probe=pr.head)
                   for j, sp, pr in zip(jobs, splits, probes)]
     init = critics.init_params(
@@ -325,149 +373,190 @@ def train_jobs(
         continuous=continuous, conditional=est.family == "conditional", linear=linear,
     )
     generative = None
-    if linear is not None and continuous and cfg.generative_head:
+    if linear is not None and continuous and est.generative_head:
         generative = [critics.generative_head_init(j.x[tr], j.y[sp[0]], d_max)
                       for j, tr, sp in zip(jobs, train_rows, splits)]
         for k in generative[0][0]:  # the generative head starts switched off (zero); validation may switch it on
-            init[k] = np.zeros((G, *generative[0][0][k].shape), np.float32)
+            init[k] = np.zeros((len(jobs), *generative[0][0][k].shape), np.float32)
     # the generative head stays as fitted (Adam's fixed-size steps would wreck its calibrated quadratic
     # form); the MLP learns what it misses
     params = {k: torch.from_numpy(v).to(dev).requires_grad_(k not in _FROZEN) for k, v in init.items()}
-    # foreach: one multi-tensor kernel per Adam operation instead of one per parameter (same numbers)
-    opt = torch.optim.Adam([v for v in params.values() if v.requires_grad], lr=cfg.lr,
-                           weight_decay=cfg.weight_decay, foreach=True)
-    stack = _Stack(params, opt)
-    # class log-frequencies (train) and padded-class mask
-    aux: dict[str, Tensor] = {}
-    if not continuous:
-        logp = torch.full((G, 1, c_max), -math.inf)
-        for g, (j, tr) in enumerate(zip(jobs, splits)):
-            counts = np.bincount(j.y[tr[0]], minlength=j.n_classes).astype(np.float64) + 0.5
-            logp[g, 0, : j.n_classes] = torch.from_numpy(np.log(counts / counts.sum())).float()
-        aux["train_logp"] = logp.to(dev)
-        aux["class_valid"] = torch.isfinite(logp).to(dev)
-    est.prepare(jobs, splits, aux, Y, dev)
+    return _Start(params, probes, linear is not None, generative)
 
-    best = {k: v.detach().clone() for k, v in params.items()}
-    best_step = np.zeros(G, dtype=np.int64)
-    batcher = _Batcher(train_rows, [j.seed for j in jobs], batch)
-    val_idx, val_mask = _pad_sets(val_rows)
-    if continuous and est.family == "critic":
-        _add_references(aux, est, list(zip(jobs, test_rows)), dev)
-    val_idx_t = torch.from_numpy(val_idx).to(dev)
-    val_mask_t = torch.from_numpy(val_mask).to(dev)
-    with torch.no_grad():  # the untrained critic is a candidate too (with the linear head, the linear fit)
-        v0, se0 = evaluate(est, params, X, layer_of, Y, val_idx_t, val_mask_t, continuous, aux,
-                           max_cols=cfg.val_cols, which="val")
-    gen_chosen = np.zeros(G, dtype=bool)
-    if generative is not None:
-        v0, gen_chosen = _choose_head(est, params, generative, (v0, se0),
-                                      (X, layer_of, Y, val_idx_t, val_mask_t, aux))
-        best = {k: v.detach().clone() for k, v in params.items()}
-    best_val = torch.where(torch.isfinite(v0), v0, torch.full_like(v0, -math.inf))
-    active = np.ones(G, dtype=bool)
-    stale = np.zeros(G, dtype=np.int64)
-    # per-critic learning-rate decay on a plateau of the validation bound: Adam's step is linear in
-    # lr, so scaling each critic's parameter change by its factor is Adam with a per-critic lr
-    scaled = False  # kept on the host: testing lr_scale itself every step would sync a GPU
-    decays_left = np.full(G, int(cfg.lr_decays), dtype=np.int64)
-    decay_after = max(1, int(cfg.patience) // 2)
-    curves: list[tuple[list[int], list[float], list[float]]] = [([], [], []) for _ in range(G)]
-    steps_run = np.zeros(G, dtype=np.int64)
+
+def _class_priors(jobs: list[Job], splits: list[tuple[np.ndarray, np.ndarray, np.ndarray]], c_max: int,
+                  dev: torch.device) -> dict[str, Tensor]:
+    """A categorical stack's class log-frequencies on the training rows and its padded-class mask."""
+    logp = torch.full((len(jobs), 1, c_max), -math.inf)
+    for g, (j, tr) in enumerate(zip(jobs, splits)):
+        counts = np.bincount(j.y[tr[0]], minlength=j.n_classes).astype(np.float64) + 0.5
+        logp[g, 0, : j.n_classes] = torch.from_numpy(np.log(counts / counts.sum())).float()
+    return {"train_logp": logp.to(dev), "class_valid": torch.isfinite(logp).to(dev)}
+
+
+class _EarlyStopping:
+    """Per-critic early stopping on the validation bound: each critic's best parameters, bound and step,
+    which critics still train, and a per-critic learning-rate decay on a plateau (Adam's step is linear
+    in lr, so scaling each critic's parameter change by its factor is Adam with a per-critic lr)."""
+
+    def __init__(self, est: "NeuralEstimator", best: dict[str, Tensor], G: int, dev: torch.device):
+        self.est, self.best, self.G, self.dev = est, best, G, dev
+        self.best_step = np.zeros(G, dtype=np.int64)
+        self.best_val = torch.zeros(G, device=dev)
+        self.active = np.ones(G, dtype=bool)
+        self.stale = np.zeros(G, dtype=np.int64)
+        self.scaled = False  # kept on the host: testing lr_scale itself every step would sync a GPU
+        self.decays_left = np.full(G, int(est.lr_decays), dtype=np.int64)
+        self.decay_after = max(1, int(est.patience) // 2)
+        self.curves: list[tuple[list[int], list[float], list[float]]] = [([], [], []) for _ in range(G)]
+        self.steps_run = np.zeros(G, dtype=np.int64)
+
+    def start(self, est: "NeuralEstimator", start: _Start, data: _StackData, val: tuple[Tensor, Tensor],
+              aux: dict[str, Tensor], continuous: bool) -> np.ndarray:
+        """Score the untrained critics, candidates too (with the linear head, the linear fit), and with
+        generative heads start each critic from the better head; return which took a generative head."""
+        with torch.no_grad():
+            v0, se0 = evaluate(est, start.params, data.X, data.layer_of, data.Y, val[0], val[1], continuous, aux,
+                               max_cols=est.val_cols, which="val")
+        gen_chosen = np.zeros(self.G, dtype=bool)
+        if start.generative is not None:
+            v0, gen_chosen = _choose_head(est, start.params, start.generative, (v0, se0),
+                                          (data.X, data.layer_of, data.Y, val[0], val[1], aux))
+            self.best = {k: v.detach().clone() for k, v in start.params.items()}
+        self.best_val = torch.where(torch.isfinite(v0), v0, torch.full_like(v0, -math.inf))
+        return gen_chosen
+
+    def update(self, step: int, v: Tensor, tr: np.ndarray, act_np: np.ndarray, stack: _Stack) -> None:
+        """Record a validation (`v` (G,), -inf for stopped critics; `tr` the mean training bound since the
+        last), keep the improved critics, decay the learning rate of stale ones, stop those out of
+        patience, and compact the stack once half of it has stopped."""
+        cfg, dev = self.est, self.dev
+        vv = v.cpu().numpy()
+        improved = (vv > self.best_val.cpu().numpy() + cfg.min_delta) & self.active
+        for g in act_np:
+            self.curves[g][0].append(step)
+            self.curves[g][1].append(float(tr[g]))
+            self.curves[g][2].append(float(vv[g]))
+        if improved.any():
+            imp = np.flatnonzero(improved)
+            imp_t = torch.from_numpy(imp).to(dev)
+            imp_pos = torch.from_numpy(np.searchsorted(stack.live, imp)).to(dev)
+            for k in stack.params:
+                self.best[k].index_copy_(0, imp_t, stack.params[k].detach().index_select(0, imp_pos))
+            self.best_val = torch.where(torch.from_numpy(improved).to(dev), v, self.best_val)
+            self.best_step[improved] = step
+        stale, active = self.stale, self.active
+        stale[improved] = 0
+        stale[~improved & active] += 1
+        decay = active & (stale >= self.decay_after) & (self.decays_left > 0)
+        if decay.any():
+            d_live = torch.from_numpy(decay[stack.live]).to(dev)
+            stack.lr_scale = torch.where(d_live, stack.lr_scale * float(cfg.lr_decay), stack.lr_scale)
+            self.decays_left[decay] -= 1
+            self.scaled = self.scaled or float(cfg.lr_decay) != 1.0
+            stale[decay] = 0
+        done = active & (stale >= cfg.patience) & (step >= cfg.min_steps)
+        active &= ~done
+        if 0 < active.sum() <= len(stack.live) // 2:
+            stack.compact(np.flatnonzero(active[stack.live]))
+
+
+class _Live:
+    """The critics still training: `act_np` indexes the jobs, `pos` their places in the stack (which still
+    holds stopped critics until half of it has stopped); `jobs` and `stack` select them from a tensor
+    indexed by job or by place."""
+
+    def __init__(self, active: np.ndarray, stack: _Stack, dev: torch.device):
+        self.act_np = np.flatnonzero(active)
+        self.pos_np = np.searchsorted(stack.live, self.act_np)
+        self.all_jobs, self.all_live = len(self.act_np) == len(active), len(self.act_np) == len(stack.live)
+        self.act = torch.from_numpy(self.act_np).to(dev)
+        self.pos = torch.from_numpy(self.pos_np).to(dev)
+
+    def jobs(self, t: Tensor) -> Tensor:
+        return t if self.all_jobs else t.index_select(0, self.act)
+
+    def stack(self, t: Tensor) -> Tensor:
+        return t if self.all_live else t.index_select(0, self.pos)
+
+
+def _run_steps(est: "NeuralEstimator", stack: _Stack, watch: _EarlyStopping, data: _StackData, aux: dict[str, Tensor],
+               batcher: _Batcher, val: tuple[Tensor, Tensor], *, continuous: bool, dev: torch.device,
+               stop: threading.Event | None, bar: Any) -> None:
+    """Train until every critic has stopped or `max_steps`, validating every `eval_every` steps."""
+    cfg, G = est, watch.G
     train_acc = torch.zeros(G, device=dev)
     n_acc = 0
-    bar = _progress_bar(total=cfg.max_steps, desc=desc, unit="step", enabled=progress)
     step = 0
-    try:
-        while step < cfg.max_steps and active.any():
-            if stop is not None and stop.is_set():
-                raise _Cancelled()
-            # only the critics still training are computed: `act` indexes the jobs, `pos` their places
-            # in the stack (which still holds stopped critics until half of it has stopped)
-            act_np = np.flatnonzero(active)
-            pos_np = np.searchsorted(stack.live, act_np)
-            all_jobs, all_live = len(act_np) == G, len(act_np) == len(stack.live)
-            act = torch.from_numpy(act_np).to(dev)
-            pos = torch.from_numpy(pos_np).to(dev)
-            sub = (lambda t: t) if all_jobs else (lambda t: t.index_select(0, act))
-            sub_s = (lambda t: t) if all_live else (lambda t: t.index_select(0, pos))
-            params, state = stack.params, stack.state
-            p_use = params if all_live else {k: sub_s(v) for k, v in params.items()}
-            aux_use = aux if all_jobs else {k: sub(v) for k, v in aux.items()}
-            st_use = state if all_live else {k: (sub_s(v) if isinstance(k, str) else v) for k, v in state.items()}
-            idx = torch.from_numpy(batcher.next(act_np)).to(dev)
-            lo = sub(layer_of)
-            xb = _gather_rows(X, lo, idx)
-            yb = sub(Y).gather(1, idx)
-            loss, value = est.train_step(p_use, xb, yb, continuous, aux_use, st_use, idx)
-            if not all_live:
-                for k, v in st_use.items():
-                    if isinstance(k, str):
-                        if k in state:
-                            state[k] = state[k].index_copy(0, pos, v)
-                        else:  # first use: full-size holder
-                            holder = torch.zeros((len(stack.live), *v.shape[1:]), dtype=v.dtype, device=dev)
-                            state[k] = holder.index_copy(0, pos, v)
-            else:
-                state.update(st_use)
-            stack.opt.zero_grad(set_to_none=False)
-            loss.sum().backward()  # stopped critics were not selected into p_use: their gradients are 0
-            if scaled:
-                stack.scaled_step()
-            else:
-                stack.opt.step()
-            step += 1
-            steps_run[active] = step
-            train_acc[act] += value.detach()
-            n_acc += 1
-            bar.update(1)
-            if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                with torch.no_grad():
-                    v_sub, _ = evaluate(est, {k: sub_s(v) for k, v in params.items()}, X, lo, sub(Y),
-                                        sub(val_idx_t), sub(val_mask_t), continuous, aux_use,
-                                        max_cols=cfg.val_cols, which="val")
-                v = torch.full((G,), -math.inf, device=dev).index_copy(0, act, v_sub)
-                tr = (train_acc / max(n_acc, 1)).cpu().numpy()
-                train_acc.zero_()
-                n_acc = 0
-                vv = v.cpu().numpy()
-                improved = (vv > best_val.cpu().numpy() + cfg.min_delta) & active
-                for g in act_np:
-                    curves[g][0].append(step)
-                    curves[g][1].append(float(tr[g]))
-                    curves[g][2].append(float(vv[g]))
-                if improved.any():
-                    imp = np.flatnonzero(improved)
-                    imp_t = torch.from_numpy(imp).to(dev)
-                    imp_pos = torch.from_numpy(np.searchsorted(stack.live, imp)).to(dev)
-                    for k in params:
-                        best[k].index_copy_(0, imp_t, params[k].detach().index_select(0, imp_pos))
-                    best_val = torch.where(torch.from_numpy(improved).to(dev), v, best_val)
-                    best_step[improved] = step
-                stale[improved] = 0
-                stale[~improved & active] += 1
-                decay = active & (stale >= decay_after) & (decays_left > 0)
-                if decay.any():
-                    d_live = torch.from_numpy(decay[stack.live]).to(dev)
-                    stack.lr_scale = torch.where(d_live, stack.lr_scale * float(cfg.lr_decay), stack.lr_scale)
-                    decays_left[decay] -= 1
-                    scaled = scaled or float(cfg.lr_decay) != 1.0
-                    stale[decay] = 0
-                done = active & (stale >= cfg.patience) & (step >= cfg.min_steps)
-                active &= ~done
-                if 0 < active.sum() <= len(stack.live) // 2:
-                    stack.compact(np.flatnonzero(active[stack.live]))
-    finally:
-        bar.close()
-    converged = stale >= cfg.patience
-    # ---- final: best critics on the test rows and on as many training rows
-    selected = (best_step == 0) & (linear is not None) & ~gen_chosen
-    if selected.any():  # validation kept the probe itself: take its fit on all the fold's other rows
-        for g in np.flatnonzero(selected):
-            refit = critics.linear_head_init(None, None, jobs[g].n_classes, d_max, c_max, probe=probes[g].refit)
-            for k, v in refit.items():
-                if k != "eb":
-                    best[k][g] = torch.from_numpy(np.asarray(v, dtype=np.float32)).to(dev)
+    while step < cfg.max_steps and watch.active.any():
+        if stop is not None and stop.is_set():
+            raise _Cancelled()
+        live = _Live(watch.active, stack, dev)
+        aux_use = aux if live.all_jobs else {k: live.jobs(v) for k, v in aux.items()}
+        value = _train_step(est, stack, data, aux_use, batcher, live, continuous, watch.scaled, dev)
+        step += 1
+        watch.steps_run[watch.active] = step
+        train_acc[live.act] += value.detach()
+        n_acc += 1
+        bar.update(1)
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            with torch.no_grad():
+                v_sub, _ = evaluate(est, {k: live.stack(v) for k, v in stack.params.items()}, data.X,
+                                    live.jobs(data.layer_of), live.jobs(data.Y), live.jobs(val[0]),
+                                    live.jobs(val[1]), continuous, aux_use, max_cols=cfg.val_cols, which="val")
+            v = torch.full((G,), -math.inf, device=dev).index_copy(0, live.act, v_sub)
+            tr = (train_acc / max(n_acc, 1)).cpu().numpy()
+            train_acc.zero_()
+            n_acc = 0
+            watch.update(step, v, tr, live.act_np, stack)
+
+
+def _train_step(est: "NeuralEstimator", stack: _Stack, data: _StackData, aux_use: dict[str, Tensor],
+                batcher: _Batcher, live: _Live, continuous: bool, scaled: bool, dev: torch.device) -> Tensor:
+    """One optimiser step of the critics still training, on their next minibatches; returns their training
+    bound (only they are computed: stopped critics are not selected, so their gradients are 0)."""
+    params, state = stack.params, stack.state
+    p_use = params if live.all_live else {k: live.stack(v) for k, v in params.items()}
+    st_use = state if live.all_live else {k: (live.stack(v) if isinstance(k, str) else v) for k, v in state.items()}
+    idx = torch.from_numpy(batcher.next(live.act_np)).to(dev)
+    xb = _gather_rows(data.X, live.jobs(data.layer_of), idx)
+    yb = live.jobs(data.Y).gather(1, idx)
+    loss, value = est.train_step(p_use, xb, yb, continuous, aux_use, st_use, idx)
+    if not live.all_live:
+        for k, v in st_use.items():
+            if isinstance(k, str):
+                if k in state:
+                    state[k] = state[k].index_copy(0, live.pos, v)
+                else:  # first use: full-size holder
+                    holder = torch.zeros((len(stack.live), *v.shape[1:]), dtype=v.dtype, device=dev)
+                    state[k] = holder.index_copy(0, live.pos, v)
+    else:
+        state.update(st_use)
+    stack.opt.zero_grad(set_to_none=False)
+    loss.sum().backward()
+    if scaled:
+        stack.scaled_step()
+    else:
+        stack.opt.step()
+    return value
+
+
+def _take_probe_refits(best: dict[str, Tensor], selected: np.ndarray, jobs: list[Job], probes: list[_JobProbes],
+                       d_max: int, c_max: int, dev: torch.device) -> None:
+    """Where validation kept the probe itself (`selected`), put its fit on all the fold's other rows in `best`."""
+    for g in np.flatnonzero(selected):
+        refit = critics.linear_head_init(None, None, jobs[g].n_classes, d_max, c_max, probe=probes[g].refit)
+        for k, v in refit.items():
+            if k != "eb":
+                best[k][g] = torch.from_numpy(np.asarray(v, dtype=np.float32)).to(dev)
+
+
+def _final_fits(est: "NeuralEstimator", jobs: list[Job], watch: _EarlyStopping, data: _StackData,
+                aux: dict[str, Tensor], train_rows: list[np.ndarray], test_rows: list[np.ndarray],
+                probes: list[_JobProbes], selected: np.ndarray, continuous: bool, dev: torch.device) -> list[Fit]:
+    """The best critics' bound on the test rows and on as many training rows, one :class:`Fit` per job."""
+    best, X, layer_of, Y = watch.best, data.X, data.layer_of, data.Y
+    converged = watch.stale >= est.patience
     with torch.no_grad():
         test_idx, test_mask = _pad_sets(test_rows)
         terms = evaluate(est, best, X, layer_of, Y, torch.from_numpy(test_idx).to(dev),
@@ -478,9 +567,10 @@ def train_jobs(
         trv, _ = evaluate(est, best, X, layer_of, Y, torch.from_numpy(tr_idx).to(dev),
                           torch.from_numpy(tr_mask).to(dev), continuous, aux, max_cols=None, which="train")
     terms_np = {k: v.cpu().numpy().astype(np.float64) for k, v in terms.items()}
-    tv, tse, trv, bv = (a.cpu().numpy().astype(np.float64) for a in (tv, tse, trv, best_val))
+    tv, tse, trv, bv = (a.cpu().numpy().astype(np.float64) for a in (tv, tse, trv, watch.best_val))
+    curves, best_step, steps_run = watch.curves, watch.best_step, watch.steps_run
     out = []
-    for g in range(G):
+    for g in range(len(jobs)):
         out.append(
             Fit(
                 value=_finite(tv[g]), se=_finite(tse[g]), train_value=_finite(trv[g]), val_best=_finite(bv[g]),
@@ -724,7 +814,6 @@ def evaluate(
     `max_cols` y_j), evaluated in row chunks to bound memory. With `ensemble`
     the G critics (which must share `idx`) are averaged into one and (1,) is returned.
     """
-    G, m = idx.shape
     xs = _gather_rows(X, layer_of, idx)
     ys = Y.gather(1, idx)
     f = critics.encode(params, xs)
@@ -733,92 +822,115 @@ def evaluate(
             raise ValueError(f"the {est.name!r} estimator has no critic to average")
         terms = est.heldout_conditional(f, ys, mask, continuous, aux, idx, which)
         return terms if raw else est.bound_from_terms(terms, mask)
-    pool = (lambda t: t.mean(0, keepdim=True)) if ensemble else (lambda t: t)  # noqa: E731
     ref_idx = aux.get("ref_idx")
     if ref_idx is not None and max_cols is not None:  # validation: as many references as marginal columns
         ref_idx = ref_idx[:, :max_cols]
     if ensemble:
-        G, mask, aux = 1, mask[:1], {k: v[:1] for k, v in aux.items()}
-    maskf = mask.float()
+        mask, aux = mask[:1], {k: v[:1] for k, v in aux.items()}
     if not continuous:
-        logits = pool(critics.soft_cap(critics.class_logits(params, f), est.cap))
-        ys = ys[:G]
-        t_pos = logits.gather(-1, ys.unsqueeze(-1)).squeeze(-1)
-        counts = torch.zeros((G, logits.shape[-1]), device=X.device)
-        counts.scatter_add_(1, ys, maskf)
-        logw = torch.log(counts / counts.sum(1, keepdim=True)).unsqueeze(1)  # empirical class distribution
-        logw = torch.where(aux["class_valid"], logw, torch.full_like(logw, -math.inf))
-        tm = est.transform_marginal(logits)
-        row = torch.logsumexp(tm + logw, -1)
-        row_nce = torch.logsumexp(logits + logw, -1)
-        neg = torch.full_like(tm, -math.inf)
-        colc = torch.logsumexp(torch.where(mask[..., None], tm, neg), 1) - torch.log(maskf.sum(1))[:, None]
-        col = colc.gather(1, ys)
+        terms = _categorical_terms(est, params, f, ys, mask, aux, ensemble)
     else:
-        g = critics.embed_y(params, ys)
-        # with references, each critic is normalised first and the normalised critics are averaged
-        # (the bound is concave in the critic, so the average is at least the mean of the seeds)
-        logz, S = _log_partition(params, f, Y, ref_idx, est.cap) if ref_idx is not None else (None, None)
-        norm = (lambda t, lz: t) if logz is None else (  # noqa: E731
-            lambda t, lz: _normalized(t, lz, ref_idx.shape[1]) + float(est.norm_shift or 0.0))
-        t_pos = pool(norm(critics.soft_cap((f * g).sum(-1), est.cap), logz))
-        n_valid = mask.sum(1)
-        ncols = n_valid if max_cols is None else torch.clamp(n_valid, max=max_cols)
-        c = int(ncols.max())
-        gc = g[:, :c]
-        gct = gc.transpose(1, 2)
-        cols_valid = torch.arange(c, device=X.device)[None, :] < ncols[:, None]  # (G, c)
-        # masks enter as additive biases (0 or -inf) broadcast from (G, 1, c) and (r, c): an add is a
-        # cheap pass, where a where() over the (G, r, c) chunk costs as much as the exp in logsumexp
-        col_bias = torch.zeros((G, 1, c), device=X.device).masked_fill_(~cols_valid[:, None, :], -math.inf)
-        need_col = which != "val"  # the column terms enter the standard error only, unused for early stopping
-        # ratio space: for a normalised critic, exp T' = (K + 1) s / (S + s) with s = sigmoid(T - cap), so the
-        # marginal sums need a sigmoid and a division per pair instead of three transcendental functions;
-        # rows with a tiny S, seed averages (a mean of logs) and clipped marginals stay in log space
-        ratio = S is not None and not ensemble and not est.contrastive and est.identity_marginal()
-        r = max(1, _CHUNK_ELEMS // max(1, f.shape[0] * c))
-        if ratio:
-            log_scale = math.log(ref_idx.shape[1] + 1) + float(est.norm_shift or 0.0)
-            log_chunks = set(_chunks_with(S < _TINY, r))
-            col_keep = None if bool(cols_valid.all()) else cols_valid[:, None, :].float()
-            maskf_t = maskf[:, None, :]
-        rows_l, nce_l = [], []
-        col_acc = torch.full((G, c), -math.inf, device=X.device)
-        jj = torch.arange(c, device=X.device)[None, :]
-        for s in range(0, m, r):
-            e = min(m, s + r)
-            ii = torch.arange(s, e, device=X.device)[:, None]
-            # valid columns of row i: the first ncols, less the pair's own column when i < ncols
-            n_off = (ncols[:, None] - (ii.T < ncols[:, None]).long()).clamp(min=1).float()  # (G, r)
-            if ratio and s not in log_chunks:
-                q = torch.bmm(f[:, s:e], gct).sub_(est.cap).sigmoid_()
-                q = q.div_(q + S[:, s:e, None])  # exp(T') / (K + 1)
-                if col_keep is not None:
-                    q.mul_(col_keep)
-                q.diagonal(offset=s, dim1=1, dim2=2).zero_()  # the pair's own column
-                rows_l.append(torch.log(q.sum(-1).clamp_min(_FLOOR)) + log_scale - torch.log(n_off))
-                if need_col:
-                    colsum = torch.bmm(maskf_t[:, :, s:e], q).squeeze(1)
-                    col_acc = torch.logaddexp(col_acc, torch.log(colsum.clamp_min(_FLOOR)) + log_scale)
-                continue
-            mm = critics.soft_cap(torch.bmm(f[:, s:e], gct), est.cap)  # (G, r, c)
-            mm = pool(norm(mm, None if logz is None else logz[:, s:e, None]))
-            diag_bias = torch.zeros((e - s, c), device=X.device).masked_fill_(ii == jj, -math.inf)
-            tm = est.transform_marginal(mm)
-            tv = (tm + col_bias).add_(diag_bias)
-            rows_l.append(torch.logsumexp(tv, -1) - torch.log(n_off))
-            if est.contrastive:  # the InfoNCE term: each row against all columns, its own pair included
-                nce_l.append(torch.logsumexp(mm + col_bias, -1) - torch.log(ncols.float())[:, None])
-            if need_col:
-                row_bias = torch.zeros((G, e - s, 1), device=X.device).masked_fill_(~mask[:, s:e, None], -math.inf)
-                col_acc = torch.logaddexp(col_acc, torch.logsumexp(tv.add_(row_bias), 1))
-        row = torch.cat(rows_l, 1)
-        row_nce = torch.cat(nce_l, 1) if est.contrastive else row
-        if need_col:
-            col_full = torch.full((G, m), -math.inf, device=X.device)
-            col_full[:, :c] = col_acc - torch.log((n_valid.float() - 1).clamp(min=1))[:, None]
-            col = torch.where(torch.arange(m, device=X.device)[None, :] < c, col_full, row)
-        else:
-            col = row
-    terms = {"t_pos": t_pos, "row": row, "row_nce": row_nce, "col": col}
+        terms = _continuous_terms(est, params, f, Y, ys, mask, ref_idx, max_cols=max_cols, which=which,
+                                  ensemble=ensemble)
     return terms if raw else est.bound_from_terms(terms, mask)
+
+
+def _pool(ensemble: bool) -> Any:
+    """With `ensemble`, the mean over the critics (kept as one); else the critics as they are."""
+    return (lambda t: t.mean(0, keepdim=True)) if ensemble else (lambda t: t)  # noqa: E731
+
+
+def _categorical_terms(est: "NeuralEstimator", params: dict[str, Tensor], f: Tensor, ys: Tensor, mask: Tensor,
+                       aux: dict[str, Tensor], ensemble: bool) -> dict[str, Tensor]:
+    """The bound's per-row terms for a category: the marginal averages over the empirical class distribution."""
+    G = mask.shape[0]
+    maskf = mask.float()
+    logits = _pool(ensemble)(critics.soft_cap(critics.class_logits(params, f), est.cap))
+    ys = ys[:G]
+    t_pos = logits.gather(-1, ys.unsqueeze(-1)).squeeze(-1)
+    counts = torch.zeros((G, logits.shape[-1]), device=f.device)
+    counts.scatter_add_(1, ys, maskf)
+    logw = torch.log(counts / counts.sum(1, keepdim=True)).unsqueeze(1)  # empirical class distribution
+    logw = torch.where(aux["class_valid"], logw, torch.full_like(logw, -math.inf))
+    tm = est.transform_marginal(logits)
+    row = torch.logsumexp(tm + logw, -1)
+    row_nce = torch.logsumexp(logits + logw, -1)
+    neg = torch.full_like(tm, -math.inf)
+    colc = torch.logsumexp(torch.where(mask[..., None], tm, neg), 1) - torch.log(maskf.sum(1))[:, None]
+    return {"t_pos": t_pos, "row": row, "row_nce": row_nce, "col": colc.gather(1, ys)}
+
+
+def _continuous_terms(est: "NeuralEstimator", params: dict[str, Tensor], f: Tensor, Y: Tensor, ys: Tensor,
+                      mask: Tensor, ref_idx: Tensor | None, *, max_cols: int | None, which: str, ensemble: bool
+                      ) -> dict[str, Tensor]:
+    """The bound's per-row terms for a number: the marginal term over the pairs (x_i, y_j), i != j, of the
+    first `max_cols` columns, in row chunks. With `ensemble`, `mask` is the first critic's (1, m)."""
+    G, m = mask.shape
+    dev = f.device
+    pool = _pool(ensemble)
+    g = critics.embed_y(params, ys)
+    # with references, each critic is normalised first and the normalised critics are averaged
+    # (the bound is concave in the critic, so the average is at least the mean of the seeds)
+    logz, S = _log_partition(params, f, Y, ref_idx, est.cap) if ref_idx is not None else (None, None)
+    norm = (lambda t, lz: t) if logz is None else (  # noqa: E731
+        lambda t, lz: _normalized(t, lz, ref_idx.shape[1]) + float(est.norm_shift or 0.0))
+    t_pos = pool(norm(critics.soft_cap((f * g).sum(-1), est.cap), logz))
+    maskf = mask.float()
+    n_valid = mask.sum(1)
+    ncols = n_valid if max_cols is None else torch.clamp(n_valid, max=max_cols)
+    c = int(ncols.max())
+    gct = g[:, :c].transpose(1, 2)
+    cols_valid = torch.arange(c, device=dev)[None, :] < ncols[:, None]  # (G, c)
+    # masks enter as additive biases (0 or -inf) broadcast from (G, 1, c) and (r, c): an add is a
+    # cheap pass, where a where() over the (G, r, c) chunk costs as much as the exp in logsumexp
+    col_bias = torch.zeros((G, 1, c), device=dev).masked_fill_(~cols_valid[:, None, :], -math.inf)
+    need_col = which != "val"  # the column terms enter the standard error only, unused for early stopping
+    # ratio space: for a normalised critic, exp T' = (K + 1) s / (S + s) with s = sigmoid(T - cap), so the
+    # marginal sums need a sigmoid and a division per pair instead of three transcendental functions;
+    # rows with a tiny S, seed averages (a mean of logs) and clipped marginals stay in log space
+    ratio = S is not None and not ensemble and not est.contrastive and est.identity_marginal()
+    r = max(1, _CHUNK_ELEMS // max(1, f.shape[0] * c))
+    if ratio:
+        log_scale = math.log(ref_idx.shape[1] + 1) + float(est.norm_shift or 0.0)
+        log_chunks = set(_chunks_with(S < _TINY, r))
+        col_keep = None if bool(cols_valid.all()) else cols_valid[:, None, :].float()
+        maskf_t = maskf[:, None, :]
+    rows_l, nce_l = [], []
+    col_acc = torch.full((G, c), -math.inf, device=dev)
+    jj = torch.arange(c, device=dev)[None, :]
+    for s in range(0, m, r):
+        e = min(m, s + r)
+        ii = torch.arange(s, e, device=dev)[:, None]
+        # valid columns of row i: the first ncols, less the pair's own column when i < ncols
+        n_off = (ncols[:, None] - (ii.T < ncols[:, None]).long()).clamp(min=1).float()  # (G, r)
+        if ratio and s not in log_chunks:
+            q = torch.bmm(f[:, s:e], gct).sub_(est.cap).sigmoid_()
+            q = q.div_(q + S[:, s:e, None])  # exp(T') / (K + 1)
+            if col_keep is not None:
+                q.mul_(col_keep)
+            q.diagonal(offset=s, dim1=1, dim2=2).zero_()  # the pair's own column
+            rows_l.append(torch.log(q.sum(-1).clamp_min(_FLOOR)) + log_scale - torch.log(n_off))
+            if need_col:
+                colsum = torch.bmm(maskf_t[:, :, s:e], q).squeeze(1)
+                col_acc = torch.logaddexp(col_acc, torch.log(colsum.clamp_min(_FLOOR)) + log_scale)
+            continue
+        mm = critics.soft_cap(torch.bmm(f[:, s:e], gct), est.cap)  # (G, r, c)
+        mm = pool(norm(mm, None if logz is None else logz[:, s:e, None]))
+        diag_bias = torch.zeros((e - s, c), device=dev).masked_fill_(ii == jj, -math.inf)
+        tm = est.transform_marginal(mm)
+        tv = (tm + col_bias).add_(diag_bias)
+        rows_l.append(torch.logsumexp(tv, -1) - torch.log(n_off))
+        if est.contrastive:  # the InfoNCE term: each row against all columns, its own pair included
+            nce_l.append(torch.logsumexp(mm + col_bias, -1) - torch.log(ncols.float())[:, None])
+        if need_col:
+            row_bias = torch.zeros((G, e - s, 1), device=dev).masked_fill_(~mask[:, s:e, None], -math.inf)
+            col_acc = torch.logaddexp(col_acc, torch.logsumexp(tv.add_(row_bias), 1))
+    row = torch.cat(rows_l, 1)
+    row_nce = torch.cat(nce_l, 1) if est.contrastive else row
+    if need_col:
+        col_full = torch.full((G, m), -math.inf, device=dev)
+        col_full[:, :c] = col_acc - torch.log((n_valid.float() - 1).clamp(min=1))[:, None]
+        col = torch.where(torch.arange(m, device=dev)[None, :] < c, col_full, row)
+    else:
+        col = row
+    return {"t_pos": t_pos, "row": row, "row_nce": row_nce, "col": col}

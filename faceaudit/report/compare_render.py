@@ -36,14 +36,14 @@ from faceaudit.report.render import backend_label
 from faceaudit.report.trend_render import (
     SERIES_COLOURS,
     check,
-    detail_row,
+    data_view,
+    detail_rows,
     dumps,
     environment,
-    glossary_words,
-    kv,
+    header_view,
     load_json,
     null_band,
-    timings_rows,
+    run_warnings,
     write_pair,
 )
 
@@ -128,7 +128,41 @@ def build_compare_view(report: Mapping[str, Any]) -> dict[str, Any]:
     keys = [l["key"] for l in layers]
     index = {(e["model"], e["layer"], e["attribute"]): e for e in report["expressivity"]}
     attrs = [a for a in report["settings"]["attrs"] if any(k[2] == a for k in index)]
+    all_warnings = run_warnings(report, "model")
+    for f in report.get("fairness") or ():
+        all_warnings += [(f"{f['model']} · fairness: {f['attribute']}", str(w)) for w in f.get("warnings") or ()]
+    return {
+        "title": "faceaudit comparison: " + " vs ".join(labels),
+        **header_view(report),
+        "reference": labels[0],
+        "labels": labels,
+        "findings": [f.to_dict() for f in compare_findings(report)],
+        "panels": _expressivity_panels(index, labels, keys, attrs),
+        "diff_rows": [_difference_row(d) for d in report.get("expressivity_differences") or ()],
+        "rows": detail_rows(index, attrs, keys, labels, "model"),
+        "fairness": _fairness_view(report) if report.get("fairness") is not None else None,
+        "fairness_skipped_reason": str(report.get("fairness_skipped_reason") or "no reason was recorded"),
+        "warnings": all_warnings,
+        "matching": report.get("layer_matching", "name"),
+        "models": [
+            {"label": str(m["label"]), "path": str(m["path"]), "sha256": str(m.get("sha256") or "–"),
+             "backend": backend_label(m), "final_layer": str(m.get("final_layer") or "–"),
+             "input": describe_input(m.get("input")),
+             "n_layers": m.get("n_layers", "–"), "reference": bool(m.get("reference"))}
+            for m in report["models"]
+        ],
+        "layers": [
+            {"key": l["key"], "depth": f"{l['depth']:.2f}",
+             "names": [(lab, l["names"].get(lab, "–"), l.get("depths", {}).get(lab)) for lab in labels]}
+            for l in layers
+        ],
+        **data_view(report),
+    }
 
+
+def _expressivity_panels(index: Mapping[tuple, Mapping[str, Any]], labels: list[str], keys: list[str],
+                         attrs: list[str]) -> list[dict[str, Any]]:
+    """One chart per attribute: MI per matched layer, one line per model, the reference model's null band."""
     panels = []
     for a in attrs:
         series = []
@@ -146,108 +180,62 @@ def build_compare_view(report: Mapping[str, Any]) -> dict[str, Any]:
             width=max(480.0, 70.0 * len(keys) + 200),
             title=f"Expressivity of {a} per matched layer (nats), one line per model, with 95% CI",
         )})
+    return panels
 
-    diff_rows = [
-        {"layer": d["layer"], "attribute": d["attribute"], "a": d["model_a"], "b": d["model_b"],
-         "mi_a": charts.fmt_num(d["mi_a"]), "mi_b": charts.fmt_num(d["mi_b"]), "delta": _signed(d["delta"], 3),
-         "threshold": charts.fmt_num(d["threshold"], 2), "significant": bool(d["significant"])}
-        for d in report.get("expressivity_differences") or ()
+
+def _difference_row(d: Mapping[str, Any]) -> dict[str, Any]:
+    """One line of the expressivity-differences table."""
+    return {"layer": d["layer"], "attribute": d["attribute"], "a": d["model_a"], "b": d["model_b"],
+            "mi_a": charts.fmt_num(d["mi_a"]), "mi_b": charts.fmt_num(d["mi_b"]), "delta": _signed(d["delta"], 3),
+            "threshold": charts.fmt_num(d["threshold"], 2), "significant": bool(d["significant"])}
+
+
+def _fairness_view(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per fairness attribute: an FMR and an FNMR chart over every model's groups with their differences
+    table, and each model's summary line."""
+    by_attr: dict[str, list[Mapping[str, Any]]] = {}
+    for f in report["fairness"]:
+        by_attr.setdefault(str(f["attribute"]), []).append(f)
+    fd = list(report.get("fairness_differences") or ())
+    fairness = []
+    for attr, fs in by_attr.items():
+        metrics = [_fairness_metric(attr, metric, fs, fd) for metric in ("fmr", "fnmr")]
+        summary = [
+            {"model": str(f["model"]), "threshold": charts.fmt_num(f.get("threshold"), 4),
+             "fdr": charts.fmt_num((f.get("summary") or {}).get("fdr")),
+             "garbe_fmr": charts.fmt_num((f.get("summary") or {}).get("garbe_fmr")),
+             "garbe_fnmr": charts.fmt_num((f.get("summary") or {}).get("garbe_fnmr")),
+             "target_fmr": charts.fmt_sci(f.get("target_fmr"))}
+            for f in fs
+        ]
+        fairness.append({"attribute": attr, "metrics": metrics, "summary": summary})
+    return fairness
+
+
+def _fairness_metric(attr: str, metric: str, fs: list[Mapping[str, Any]],
+                     fd: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """One error rate of one attribute: its per-group chart over the models and its differences table."""
+    dot_labels, vals, los, his = [], [], [], []
+    for f in fs:
+        for g in f.get("groups") or ():
+            ci = g.get(f"{metric}_ci") or (None, None)
+            dot_labels.append(f"{f['model']} · {g['group']}")
+            vals.append(g.get(metric))
+            los.append(ci[0])
+            his.append(ci[1])
+    svg = charts.dot_ci_chart(
+        dot_labels, vals, los, his, x_label=f"{metric.upper()} at each model's global threshold",
+        title=f"{metric.upper()} per {attr} group and model, with 95% CI",
+    )
+    table = [
+        {"quantity": "worst − best group" if d["quantity"] == "disparity" else str(d["group"]),
+         "disparity": d["quantity"] == "disparity", "a": d["model_a"], "b": d["model_b"],
+         "value_a": _rate(d["value_a"]), "value_b": _rate(d["value_b"]), "delta": _signed(d["delta"], 3),
+         "threshold": charts.fmt_rate(d["threshold"]), "significant": bool(d["significant"]),
+         "small": bool(d.get("small"))}
+        for d in fd if d["attribute"] == attr and d["metric"] == metric
     ]
-
-    rows = []
-    for a in attrs:
-        for k in keys:
-            for lab in labels:
-                e = index.get((lab, k, a))
-                if e is not None:
-                    rows.append(detail_row(e, model=lab, layer=k, layer_name=e.get("layer_name", k)))
-
-    fairness = None
-    if report.get("fairness") is not None:
-        fairness = []
-        by_attr: dict[str, list[Mapping[str, Any]]] = {}
-        for f in report["fairness"]:
-            by_attr.setdefault(str(f["attribute"]), []).append(f)
-        fd = list(report.get("fairness_differences") or ())
-        for attr, fs in by_attr.items():
-            metrics = []
-            for metric in ("fmr", "fnmr"):
-                dot_labels, vals, los, his = [], [], [], []
-                for f in fs:
-                    for g in f.get("groups") or ():
-                        ci = g.get(f"{metric}_ci") or (None, None)
-                        dot_labels.append(f"{f['model']} · {g['group']}")
-                        vals.append(g.get(metric))
-                        los.append(ci[0])
-                        his.append(ci[1])
-                svg = charts.dot_ci_chart(
-                    dot_labels, vals, los, his, x_label=f"{metric.upper()} at each model's global threshold",
-                    title=f"{metric.upper()} per {attr} group and model, with 95% CI",
-                )
-                table = [
-                    {"quantity": "worst − best group" if d["quantity"] == "disparity" else str(d["group"]),
-                     "disparity": d["quantity"] == "disparity", "a": d["model_a"], "b": d["model_b"],
-                     "value_a": _rate(d["value_a"]), "value_b": _rate(d["value_b"]), "delta": _signed(d["delta"], 3),
-                     "threshold": charts.fmt_rate(d["threshold"]), "significant": bool(d["significant"]),
-                     "small": bool(d.get("small"))}
-                    for d in fd if d["attribute"] == attr and d["metric"] == metric
-                ]
-                metrics.append({"name": metric.upper(), "svg": svg, "rows": table})
-            summary = [
-                {"model": str(f["model"]), "threshold": charts.fmt_num(f.get("threshold"), 4),
-                 "fdr": charts.fmt_num((f.get("summary") or {}).get("fdr")),
-                 "garbe_fmr": charts.fmt_num((f.get("summary") or {}).get("garbe_fmr")),
-                 "garbe_fnmr": charts.fmt_num((f.get("summary") or {}).get("garbe_fnmr")),
-                 "target_fmr": charts.fmt_sci(f.get("target_fmr"))}
-                for f in fs
-            ]
-            fairness.append({"attribute": attr, "metrics": metrics, "summary": summary})
-
-    all_warnings = [("run", str(w)) for w in report.get("warnings") or ()]
-    for e in report["expressivity"]:
-        all_warnings += [(f"{e['model']} · {e['layer']} × {e['attribute']}", str(w)) for w in e.get("warnings") or ()]
-    for f in report.get("fairness") or ():
-        all_warnings += [(f"{f['model']} · fairness: {f['attribute']}", str(w)) for w in f.get("warnings") or ()]
-    data = report["data"]
-    return {
-        "title": "faceaudit comparison: " + " vs ".join(labels),
-        "synthetic": data.get("statement") if data.get("synthetic") else None,
-        "created": report["created"],
-        "version": report["faceaudit_version"],
-        "schema_version": report["schema_version"],
-        "reference": labels[0],
-        "labels": labels,
-        "findings": [f.to_dict() for f in compare_findings(report)],
-        "panels": panels,
-        "diff_rows": diff_rows,
-        "rows": rows,
-        "fairness": fairness,
-        "fairness_skipped_reason": str(report.get("fairness_skipped_reason") or "no reason was recorded"),
-        "warnings": all_warnings,
-        "matching": report.get("layer_matching", "name"),
-        "models": [
-            {"label": str(m["label"]), "path": str(m["path"]), "sha256": str(m.get("sha256") or "–"),
-             "backend": backend_label(m), "final_layer": str(m.get("final_layer") or "–"),
-             "input": describe_input(m.get("input")),
-             "n_layers": m.get("n_layers", "–"), "reference": bool(m.get("reference"))}
-            for m in report["models"]
-        ],
-        "layers": [
-            {"key": l["key"], "depth": f"{l['depth']:.2f}",
-             "names": [(lab, l["names"].get(lab, "–"), l.get("depths", {}).get(lab)) for lab in labels]}
-            for l in layers
-        ],
-        "data": kv({"manifest": data["manifest"], "images": data["n_images"], "used": data["n_used"],
-                    "failed": data["n_failed"]}),
-        "identity": kv(data["identity"]) if data.get("identity") else [],
-        "attributes": list(data.get("attributes") or ()),
-        "failed": list(data.get("failed") or ()),
-        "settings": kv(report["settings"]),
-        "timings": timings_rows(report.get("timings") or {}),
-        "environment": kv({"faceaudit": report["faceaudit_version"], **dict(report.get("environment") or {})}),
-        "strength_words": glossary_words(),
-        "z": charts.fmt_num(report["settings"].get("z", 1.96)),
-    }
+    return {"name": metric.upper(), "svg": svg, "rows": table}
 
 
 def render_compare_html(report: Mapping[str, Any]) -> str:

@@ -255,6 +255,56 @@ def glossary_words() -> list[tuple[str, str]]:
     return list(strength_words())
 
 
+def detail_rows(index: Mapping[tuple, Mapping[str, Any]], attrs: Sequence[str], layer_keys: Sequence[str],
+                labels: Sequence[str], who: str) -> list[dict[str, Any]]:
+    """The detail table: one row per estimate, by attribute, layer, then `who` (checkpoint or model)."""
+    rows = []
+    for a in attrs:
+        for lk in layer_keys:
+            for lab in labels:
+                e = index.get((lab, lk, a))
+                if e is not None:
+                    rows.append(detail_row(e, **{who: lab}, layer=lk, layer_name=e.get("layer_name", lk)))
+    return rows
+
+
+def run_warnings(report: Mapping[str, Any], who: str) -> list[tuple[str, str]]:
+    """The run's warnings, then each estimate's, labelled by `who` (checkpoint or model), layer and attribute."""
+    out = [("run", str(w)) for w in report.get("warnings") or ()]
+    for e in report["expressivity"]:
+        out += [(f"{e[who]} · {e['layer']} × {e['attribute']}", str(w)) for w in e.get("warnings") or ()]
+    return out
+
+
+def header_view(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The report's header: the synthetic-data statement, creation time and versions."""
+    data = report["data"]
+    return {
+        "synthetic": data.get("statement") if data.get("synthetic") else None,
+        "created": report["created"],
+        "version": report["faceaudit_version"],
+        "schema_version": report["schema_version"],
+    }
+
+
+def data_view(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The report's closing sections: data, settings, timings, environment and the glossary."""
+    data = report["data"]
+    ident = data.get("identity")
+    return {
+        "data": kv({"manifest": data["manifest"], "images": data["n_images"], "used": data["n_used"],
+                    "failed": data["n_failed"]}),
+        "identity": kv(ident) if ident else [],
+        "attributes": list(data.get("attributes") or ()),
+        "failed": list(data.get("failed") or ()),
+        "settings": kv(report["settings"]),
+        "timings": timings_rows(report.get("timings") or {}),
+        "environment": kv({"faceaudit": report["faceaudit_version"], **dict(report.get("environment") or {})}),
+        "strength_words": glossary_words(),
+        "z": charts.fmt_num(report["settings"].get("z", 1.96)),
+    }
+
+
 # --------------------------------------------------------------------------- findings
 
 
@@ -322,106 +372,23 @@ def build_trend_view(report: Mapping[str, Any]) -> dict[str, Any]:
     check(report, "trend", REQUIRED)
     labels = [str(c["label"]) for c in report["checkpoints"]]
     focus = report["focus_layer"]
-    attrs = list(report["settings"]["attrs"])
     layers = [l for l in sorted(report["layers"], key=lambda l: l["depth"])]
     layer_keys = [l["key"] for l in layers]
     index = {(e["checkpoint"], e["layer"], e["attribute"]): e for e in report["expressivity"]}
-    attrs = [a for a in attrs if any(k[2] == a for k in index)]
-
-    # (1) normalised scores of all attributes at the followed layer
-    series = []
-    for i, a in enumerate(attrs):
-        es = [index.get((lab, focus, a)) for lab in labels]
-        cis = [normalized_ci(e) if e else (None, None) for e in es]
-        series.append(charts.BandSeries(
-            name=a, y=[None if e is None else e.get("normalized") for e in es],
-            lo=[c[0] for c in cis], hi=[c[1] for c in cis], colour=SERIES_COLOURS[i % len(SERIES_COLOURS)],
-        ))
-    overview = charts.line_band_chart(
-        labels, series, y_label="normalised score (0–1)", width=max(520.0, 90.0 * len(labels) + 120),
-        title=f"Normalised expressivity of every attribute across checkpoints at layer {focus}, with 95% CI",
-    ) if series else None
-
-    # (2) one panel per attribute: MI with CI and the null band
-    panels = []
-    for a in attrs:
-        es = [index.get((lab, focus, a)) for lab in labels]
-        s = charts.BandSeries(
-            name=f"MI for {a}", y=[None if e is None else e.get("mi") for e in es],
-            lo=[None if e is None else e.get("ci_low") for e in es],
-            hi=[None if e is None else e.get("ci_high") for e in es],
-        )
-        panels.append({"attribute": a, "svg": charts.line_band_chart(
-            labels, [s], reference=null_band(es), reference_label="null baseline",
-            title=f"Expressivity of {a} across checkpoints at layer {focus} (nats), with 95% CI and the null band",
-        )})
-
-    # (3) layers x checkpoints per attribute
-    heatmaps = []
-    if len(layer_keys) > 1:
-        for a in attrs:
-            cells = []
-            for lk in layer_keys:
-                row = []
-                for lab in labels:
-                    e = index.get((lab, lk, a))
-                    if e is None:
-                        row.append(charts.HeatCell(None, "–", f"{lk} at {lab} × {a}: not estimated"))
-                        continue
-                    tip = (f"{a} at {lab}, layer {e.get('layer_name', lk)}: MI {charts.fmt_num(e.get('mi'))} nats "
-                           f"(95% CI {ci_text(e.get('ci_low'), e.get('ci_high'))}), null {charts.fmt_num(e.get('null_mi'))}, "
-                           f"normalised {charts.fmt_num(e.get('normalized'), 2)}; {strength(e)} encoded")
-                    row.append(charts.HeatCell(e.get("normalized"), charts.fmt_num(e.get("mi"), 2), tip,
-                                               marked=not above_null(e)))
-                cells.append(row)
-            heatmaps.append({"attribute": a, "svg": charts.heatmap(
-                layer_keys, labels, cells,
-                title=f"Expressivity of {a}: layers (rows, input to output) × checkpoints (columns); MI in nats, "
-                      "colour = normalised score",
-            )})
-
-    # (4) the trend table
-    trend_rows = []
-    for t in report.get("trend") or ():
-        trend_rows.append({
-            "attribute": t["attribute"],
-            "shape": _SHAPE_WORDS.get(t["shape"], t["shape"]),
-            "values": [charts.fmt_num(v, 2) for v in t["mi"]],
-            "peak": t["peak"],
-            "rise": _delta_text(t["rise"]),
-            "fall": _delta_text(t["fall"]),
-            "first_to_last": _delta_text(t["first_to_last"]),
-        })
-
-    rows = []
-    for a in attrs:
-        for lk in layer_keys:
-            for lab in labels:
-                e = index.get((lab, lk, a))
-                if e is not None:
-                    rows.append(detail_row(e, checkpoint=lab, layer=lk, layer_name=e.get("layer_name", lk)))
-
-    all_warnings = [("run", str(w)) for w in report.get("warnings") or ()]
-    for e in report["expressivity"]:
-        all_warnings += [(f"{e['checkpoint']} · {e['layer']} × {e['attribute']}", str(w)) for w in e.get("warnings") or ()]
-    data = report["data"]
-    ident = data.get("identity")
+    attrs = [a for a in report["settings"]["attrs"] if any(k[2] == a for k in index)]
     return {
         "title": f"faceaudit trend: {len(labels)} checkpoints",
         "demo": bool(report.get("demo")),
-        "synthetic": data.get("statement") if data.get("synthetic") else None,
-        "created": report["created"],
-        "version": report["faceaudit_version"],
-        "schema_version": report["schema_version"],
+        **header_view(report),
         "focus": focus,
         "labels": labels,
         "findings": [f.to_dict() for f in trend_findings(report)],
-        "overview": overview,
-        "panels": panels,
-        "heatmaps": heatmaps,
-        "trend_rows": trend_rows,
-        "rows": rows,
-        "warnings": all_warnings,
+        "overview": _overview_chart(index, labels, focus, attrs),
+        "panels": _attribute_panels(index, labels, focus, attrs),
+        "heatmaps": _layer_heatmaps(index, labels, layer_keys, attrs) if len(layer_keys) > 1 else [],
+        "trend_rows": [_trend_row(t) for t in report.get("trend") or ()],
+        "rows": detail_rows(index, attrs, layer_keys, labels, "checkpoint"),
+        "warnings": run_warnings(report, "checkpoint"),
         "matching": report.get("layer_matching", "name"),
         "checkpoints": [
             {"label": str(c["label"]), "path": str(c["path"]), "sha256": str(c.get("sha256") or "–"),
@@ -435,16 +402,82 @@ def build_trend_view(report: Mapping[str, Any]) -> dict[str, Any]:
             for l in layers
         ],
         "same_names": all(len(set(l["names"].values())) == 1 for l in layers),
-        "data": kv({"manifest": data["manifest"], "images": data["n_images"], "used": data["n_used"],
-                    "failed": data["n_failed"]}),
-        "identity": kv(ident) if ident else [],
-        "attributes": list(data.get("attributes") or ()),
-        "failed": list(data.get("failed") or ()),
-        "settings": kv(report["settings"]),
-        "timings": timings_rows(report.get("timings") or {}),
-        "environment": kv({"faceaudit": report["faceaudit_version"], **dict(report.get("environment") or {})}),
-        "strength_words": glossary_words(),
-        "z": charts.fmt_num(report["settings"].get("z", 1.96)),
+        **data_view(report),
+    }
+
+
+def _overview_chart(index: Mapping[tuple, Mapping[str, Any]], labels: list[str], focus: str,
+                    attrs: list[str]) -> str | None:
+    """The normalised scores of all attributes at the followed layer, one line each (None: no attribute)."""
+    series = []
+    for i, a in enumerate(attrs):
+        es = [index.get((lab, focus, a)) for lab in labels]
+        cis = [normalized_ci(e) if e else (None, None) for e in es]
+        series.append(charts.BandSeries(
+            name=a, y=[None if e is None else e.get("normalized") for e in es],
+            lo=[c[0] for c in cis], hi=[c[1] for c in cis], colour=SERIES_COLOURS[i % len(SERIES_COLOURS)],
+        ))
+    return charts.line_band_chart(
+        labels, series, y_label="normalised score (0–1)", width=max(520.0, 90.0 * len(labels) + 120),
+        title=f"Normalised expressivity of every attribute across checkpoints at layer {focus}, with 95% CI",
+    ) if series else None
+
+
+def _attribute_panels(index: Mapping[tuple, Mapping[str, Any]], labels: list[str], focus: str,
+                      attrs: list[str]) -> list[dict[str, Any]]:
+    """One chart per attribute at the followed layer: MI with its CI and the null band."""
+    panels = []
+    for a in attrs:
+        es = [index.get((lab, focus, a)) for lab in labels]
+        s = charts.BandSeries(
+            name=f"MI for {a}", y=[None if e is None else e.get("mi") for e in es],
+            lo=[None if e is None else e.get("ci_low") for e in es],
+            hi=[None if e is None else e.get("ci_high") for e in es],
+        )
+        panels.append({"attribute": a, "svg": charts.line_band_chart(
+            labels, [s], reference=null_band(es), reference_label="null baseline",
+            title=f"Expressivity of {a} across checkpoints at layer {focus} (nats), with 95% CI and the null band",
+        )})
+    return panels
+
+
+def _layer_heatmaps(index: Mapping[tuple, Mapping[str, Any]], labels: list[str], layer_keys: list[str],
+                    attrs: list[str]) -> list[dict[str, Any]]:
+    """One heat map per attribute: layers (rows) x checkpoints (columns)."""
+    heatmaps = []
+    for a in attrs:
+        cells = []
+        for lk in layer_keys:
+            row = []
+            for lab in labels:
+                e = index.get((lab, lk, a))
+                if e is None:
+                    row.append(charts.HeatCell(None, "–", f"{lk} at {lab} × {a}: not estimated"))
+                    continue
+                tip = (f"{a} at {lab}, layer {e.get('layer_name', lk)}: MI {charts.fmt_num(e.get('mi'))} nats "
+                       f"(95% CI {ci_text(e.get('ci_low'), e.get('ci_high'))}), null {charts.fmt_num(e.get('null_mi'))}, "
+                       f"normalised {charts.fmt_num(e.get('normalized'), 2)}; {strength(e)} encoded")
+                row.append(charts.HeatCell(e.get("normalized"), charts.fmt_num(e.get("mi"), 2), tip,
+                                           marked=not above_null(e)))
+            cells.append(row)
+        heatmaps.append({"attribute": a, "svg": charts.heatmap(
+            layer_keys, labels, cells,
+            title=f"Expressivity of {a}: layers (rows, input to output) × checkpoints (columns); MI in nats, "
+                  "colour = normalised score",
+        )})
+    return heatmaps
+
+
+def _trend_row(t: Mapping[str, Any]) -> dict[str, Any]:
+    """One attribute's line of the trend table."""
+    return {
+        "attribute": t["attribute"],
+        "shape": _SHAPE_WORDS.get(t["shape"], t["shape"]),
+        "values": [charts.fmt_num(v, 2) for v in t["mi"]],
+        "peak": t["peak"],
+        "rise": _delta_text(t["rise"]),
+        "fall": _delta_text(t["fall"]),
+        "first_to_last": _delta_text(t["first_to_last"]),
     }
 
 
