@@ -22,6 +22,7 @@ import jinja2
 
 from faceaudit._atomic import atomic_write_text, check_replaceable, is_faceaudit_output
 from faceaudit.errors import OutputError, option
+from faceaudit.jsonsafe import json_safe
 from faceaudit.report import charts
 from faceaudit.report.findings import (
     DEFAULT_TOLERANCE_RATIO,
@@ -317,19 +318,11 @@ def _kv(mapping: Mapping[str, Any]) -> list[tuple[str, str]]:
         elif v is None:
             s = "–"
         elif isinstance(v, (list, tuple, Mapping)):
-            s = json.dumps(_jsonable(v), ensure_ascii=False, sort_keys=False)
+            s = json.dumps(json_safe(v), ensure_ascii=False, sort_keys=False)
         else:
             s = str(v)
         out.append((str(k), s))
     return out
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return v
 
 
 def build_view(report: AuditResult | Mapping[str, Any]) -> dict[str, Any]:
