@@ -177,7 +177,8 @@ def _expressivity_findings(result: AuditResult) -> list[Finding]:
     return out
 
 
-def _tolerance(result: AuditResult, f: Mapping[str, Any]) -> float:
+def tolerance_ratio(result: AuditResult, f: Mapping[str, Any]) -> float:
+    """The worst/best ratio tolerated for fairness entry `f`: its own setting, else the report's, else the default."""
     for src in (f.get("settings") or {}, result.settings):
         v = src.get("tolerance_ratio")
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 1:
@@ -283,7 +284,7 @@ def _fairness_findings(result: AuditResult) -> list[Finding]:
         out.append(Finding("info", "fairness", f"Verification fairness was not measured: {reason}"))
         return out
     for f in result.fairness:
-        tol = _tolerance(result, f)
+        tol = tolerance_ratio(result, f)
         attr = f["attribute"]
         at = f"at FMR {fmt_sci(f['target_fmr'])}"
         within = []

@@ -25,13 +25,13 @@ from faceaudit.errors import OutputError, option
 from faceaudit.jsonsafe import json_safe
 from faceaudit.report import charts
 from faceaudit.report.findings import (
-    DEFAULT_TOLERANCE_RATIO,
     above_null,
     compute_findings,
     disparity,
     null_top,
     strength,
     strength_words,
+    tolerance_ratio,
 )
 from faceaudit.report.schema import AuditResult, ReportError, as_result
 
@@ -178,12 +178,7 @@ def _expressivity_view(result: AuditResult) -> dict[str, Any]:
 def _fairness_view(result: AuditResult) -> list[dict[str, Any]]:
     views = []
     for f in result.fairness or ():
-        tol = DEFAULT_TOLERANCE_RATIO
-        for src in (f.get("settings") or {}, result.settings):
-            v = src.get("tolerance_ratio")
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 1:
-                tol = float(v)
-                break
+        tol = tolerance_ratio(result, f)
         groups = list(f["groups"])
         labels = [str(g["group"]) for g in groups]
         metric_views = []
