@@ -8,21 +8,11 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
+from test_fairness import _two_image_identities as _pairs_with_cosine
+from test_fairness import _unit
+
 from faceaudit.fairness import verification_fairness
 from faceaudit.fairness.verification import METRICS
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def _pairs_with_cosine(rng: np.random.Generator, n_ids: int, d: int, mu: float, sigma: float) -> np.ndarray:
-    """Two unit embeddings per identity whose cosine is exactly c ~ N(mu, sigma)."""
-    u = _unit(rng.normal(size=(n_ids, d)))
-    v = rng.normal(size=(n_ids, d))
-    v = _unit(v - (v * u).sum(1, keepdims=True) * u)
-    c = np.clip(rng.normal(mu, sigma, n_ids), -1, 1)
-    return np.stack([u, c[:, None] * u + np.sqrt(1 - c[:, None] ** 2) * v], 1).reshape(2 * n_ids, d)
 
 
 SIGMA = 0.1
