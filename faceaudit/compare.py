@@ -42,7 +42,6 @@ from faceaudit.audit import (
 )
 from faceaudit.errors import InputError
 from faceaudit.stats import comparable_groups, difference, disparity, extremes, se_from_ci
-from faceaudit.trend import difference as trend_difference
 from faceaudit.trend import (
     SCHEMA_VERSION,
     Z_95,
@@ -57,6 +56,7 @@ from faceaudit.trend import (
     open_models,
     spec_report,
 )
+from faceaudit.trend import difference as trend_difference
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def _disparity(f: Mapping[str, Any], metric: str) -> tuple[float | None, float |
     pairs = "n_impostor_pairs" if metric == "fmr" else "n_genuine_pairs"
     counts = {str(g["group"]): g.get(pairs) or 0 for g in f.get("groups") or ()}
     d = disparity(usable, {g: counts.get(g, 0) for g in usable})
-    hi, lo = extremes(usable)
+    hi, lo = extremes(usable)  # the groups the gap lies between (the first ones on ties), for its se
     sw, sb = rates[hi][1], rates[lo][1]
     se = math.sqrt(sw**2 + sb**2) if sw is not None and sb is not None else None
     return d["difference"], se, d["worst_group"], d["best_group"]
