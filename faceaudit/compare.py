@@ -41,12 +41,12 @@ from faceaudit.audit import (
     use_default_data,
 )
 from faceaudit.errors import InputError
+from faceaudit.stats import comparable_groups, difference, disparity, extremes, se_from_ci
 from faceaudit.trend import (
     SCHEMA_VERSION,
     Z_95,
     attribute_summaries,
     created_now,
-    difference,
     environment,
     expressivity_entries,
     input_checks,
@@ -56,6 +56,7 @@ from faceaudit.trend import (
     open_models,
     spec_report,
 )
+from faceaudit.trend import difference as trend_difference
 
 log = logging.getLogger(__name__)
 
@@ -85,21 +86,9 @@ class CompareOutcome(ReportOutcome):
 
 
 def _rate_se(ci: Any) -> float | None:
-    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or ci[0] is None or ci[1] is None:
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2:
         return None
-    return max(float(ci[1]) - float(ci[0]), 0.0) / (2 * Z_95)
-
-
-def _diff(va: float | None, vb: float | None, sa: float | None, sb: float | None, z: float,
-          *, testable: bool = True) -> dict[str, Any]:
-    """b - a with the rule |b - a| > z * se; untestable (never significant) without a positive se or for small groups."""
-    if va is None or vb is None:
-        return {"delta": None, "se": None, "threshold": None, "significant": False}
-    se = math.sqrt((sa or 0.0) ** 2 + (sb or 0.0) ** 2) if sa is not None and sb is not None else None
-    delta = float(vb) - float(va)
-    ok = testable and se is not None and se > 0
-    return {"delta": delta, "se": se, "threshold": None if se is None else z * se,
-            "significant": bool(ok and abs(delta) > z * se)}
+    return se_from_ci(ci[0], ci[1])
 
 
 def expressivity_differences(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -118,7 +107,7 @@ def expressivity_differences(report: Mapping[str, Any]) -> list[dict[str, Any]]:
                 eb = index.get((lab, layer["key"], a))
                 if eb is None:
                     continue
-                d = difference(ea, eb, z)
+                d = trend_difference(ea, eb, z)
                 out.append({"layer": layer["key"], "attribute": a, "model_a": ref, "model_b": lab,
                             "mi_a": ea["mi"], "mi_b": eb["mi"], **d})
     return out
@@ -130,24 +119,22 @@ def _group_rates(f: Mapping[str, Any], metric: str) -> dict[str, tuple[float | N
 
 
 def _disparity(f: Mapping[str, Any], metric: str) -> tuple[float | None, float | None, str | None, str | None]:
-    """Worst minus best group rate among groups that are not `small` (or all, when fewer than two remain).
+    """Worst minus best group rate among the groups :func:`faceaudit.stats.comparable_groups` keeps, and its se.
 
     Worst and best are None when every rate is the same: a gap of 0 names no group.
     """
     rates = _group_rates(f, metric)
-    usable = {g: r for g, r in rates.items() if r[0] is not None and not r[2]}
-    if len(usable) < 2:
-        usable = {g: r for g, r in rates.items() if r[0] is not None}
+    present = {g: r[0] for g, r in rates.items() if r[0] is not None}
+    usable = comparable_groups(present, {g for g, r in rates.items() if r[2]})
     if len(usable) < 2:
         return None, None, None, None
-    worst = max(usable, key=lambda g: usable[g][0])
-    best = min(usable, key=lambda g: usable[g][0])
-    sw, sb = usable[worst][1], usable[best][1]
+    pairs = "n_impostor_pairs" if metric == "fmr" else "n_genuine_pairs"
+    counts = {str(g["group"]): g.get(pairs) or 0 for g in f.get("groups") or ()}
+    d = disparity(usable, {g: counts.get(g, 0) for g in usable})
+    hi, lo = extremes(usable)  # the groups the gap lies between (the first ones on ties), for its se
+    sw, sb = rates[hi][1], rates[lo][1]
     se = math.sqrt(sw**2 + sb**2) if sw is not None and sb is not None else None
-    gap = float(usable[worst][0] - usable[best][0])
-    if gap == 0:  # every rate equal (all zero, typically): no group is worse than another
-        return gap, se, None, None
-    return gap, se, worst, best
+    return d["difference"], se, d["worst_group"], d["best_group"]
 
 
 def fairness_differences(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -173,7 +160,7 @@ def fairness_differences(report: Mapping[str, Any]) -> list[dict[str, Any]]:
                 db, sb, wb, bb = _disparity(fb, metric)
                 out.append({"attribute": attr, "metric": metric, "quantity": "disparity", "group": None,
                             "model_a": ref, "model_b": lab, "value_a": da, "value_b": db,
-                            "worst_a": wa, "best_a": ba, "worst_b": wb, "best_b": bb, **_diff(da, db, sa, sb, z)})
+                            "worst_a": wa, "best_a": ba, "worst_b": wb, "best_b": bb, **difference(da, db, sa, sb, z)})
                 ra, rb = _group_rates(fa, metric), _group_rates(fb, metric)
                 for g in ra:
                     if g not in rb:
@@ -181,7 +168,7 @@ def fairness_differences(report: Mapping[str, Any]) -> list[dict[str, Any]]:
                     out.append({"attribute": attr, "metric": metric, "quantity": "group rate", "group": g,
                                 "model_a": ref, "model_b": lab, "value_a": ra[g][0], "value_b": rb[g][0],
                                 "small": ra[g][2] or rb[g][2],
-                                **_diff(ra[g][0], rb[g][0], ra[g][1], rb[g][1], z, testable=not (ra[g][2] or rb[g][2]))})
+                                **difference(ra[g][0], rb[g][0], ra[g][1], rb[g][1], z, testable=not (ra[g][2] or rb[g][2]))})
     return out
 
 

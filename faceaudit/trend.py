@@ -40,12 +40,12 @@ from faceaudit.audit import (
     use_default_data,
 )
 from faceaudit.errors import InputError, option
+from faceaudit.stats import Z_95, se_from_ci
+from faceaudit.stats import difference as _significance
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1.0"
-#: z of the two-sided 95% rule used for every "beyond the uncertainty" statement.
-Z_95 = 1.96
 #: Below this median number of images per identity, identity expressivity gets a warning.
 MIN_MEDIAN_IMAGES_PER_IDENTITY = 5
 #: torch threads for critic training on CPU: the critics are tiny, so intra-op threads add only overhead, and on a
@@ -362,18 +362,13 @@ def entry_se(e: Mapping[str, Any], z: float = Z_95) -> float:
     se = e.get("se")
     if isinstance(se, (int, float)) and not isinstance(se, bool) and math.isfinite(se):
         return float(se)
-    lo, hi = e.get("ci_low"), e.get("ci_high")
-    if lo is None or hi is None:
-        return 0.0
-    return max(float(hi) - float(lo), 0.0) / (2 * Z_95)
+    from_ci = se_from_ci(e.get("ci_low"), e.get("ci_high"))
+    return 0.0 if from_ci is None else from_ci
 
 
 def difference(a: Mapping[str, Any], b: Mapping[str, Any], z: float = Z_95) -> dict[str, Any]:
-    """b - a in nats and whether it exceeds the combined uncertainty: |delta| > z * sqrt(se_a^2 + se_b^2)."""
-    va, vb = float(a.get("mi") or 0.0), float(b.get("mi") or 0.0)
-    se = math.sqrt(entry_se(a) ** 2 + entry_se(b) ** 2)
-    delta = vb - va
-    return {"delta": delta, "se": se, "threshold": z * se, "significant": bool(abs(delta) > z * se)}
+    """b - a in nats and whether it exceeds the combined uncertainty (the rule of :func:`faceaudit.stats.difference`)."""
+    return _significance(float(a.get("mi") or 0.0), float(b.get("mi") or 0.0), entry_se(a), entry_se(b), z)
 
 
 def environment(

@@ -88,3 +88,17 @@ def test_fgnet_age_bands(shared_data: Path, embed_bundle) -> None:
             # the threshold sits one float step above an impostor score; a different summation order
             # (matrix product here, chunked dot products there) may move at most that one pair across it
             assert abs(g.fmr - fmr) <= 1.0 / n_imp + 1e-12
+
+
+def test_lfw_views_match_independent_rates(lfw_subset) -> None:
+    emb, ids, sex = lfw_subset
+    r = verification_fairness(emb, ids, sex, target_fmr=1e-2, seed=0, attribute="sex", n_bootstrap=20)
+    ref = _independent_rates(emb, ids, sex, 1e-2, thr=r.threshold)
+    bg = r.by_group
+    assert list(bg.index) == ["female", "male"]
+    fnmr = {g: ref[g][1] for g in ("female", "male")}
+    assert bg["fnmr"].to_dict() == pytest.approx(fnmr, abs=1e-12)
+    assert r.difference()["fnmr"] == pytest.approx(abs(fnmr["female"] - fnmr["male"]), abs=1e-12)
+    worst = max(fnmr, key=fnmr.get)
+    assert r.worst()["fnmr"] == worst
+    assert r.ratio()["fnmr"] == pytest.approx(fnmr[worst] / min(fnmr.values()))

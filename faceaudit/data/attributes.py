@@ -19,7 +19,7 @@ Default bins (configurable through ``load_manifest(..., bins=...)``):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -162,12 +162,18 @@ def parse_attr_spec(attrs: str | Sequence[str] | None) -> list[tuple[str, str | 
 MISSING_TOKENS = frozenset({"na", "n/a", "nan", "null", "none", "?"})
 
 
-def _is_missing_text(v: object) -> bool:
+def is_missing(v: object, *, tokens: Collection[str] = MISSING_TOKENS) -> bool:
+    """True for a missing value: None, NaN (or pandas NA/NaT), a blank string, or one of ``tokens`` (any case).
+
+    Why one rule: the manifest, the attribute bins and the fairness groups must agree on what "missing"
+    is. Manifest cells use the default tokens ("NA", "null", ...); values handed over in Python pass
+    ``tokens=()``, so a word is never read as missing there.
+    """
     if v is None:
         return True
     if isinstance(v, float) and math.isnan(v):
         return True
-    if isinstance(v, str) and (v.strip() == "" or v.strip().lower() in MISSING_TOKENS):
+    if isinstance(v, str) and (v.strip() == "" or v.strip().lower() in tokens):
         return True
     try:
         import pandas as pd
@@ -189,7 +195,7 @@ def infer_kind(column: Any) -> str:
     if pd.api.types.is_bool_dtype(s):
         return "categorical"
     numeric = pd.to_numeric(s, errors="coerce") if not pd.api.types.is_numeric_dtype(s) else s
-    present = s.map(lambda v: not _is_missing_text(v))
+    present = s.map(lambda v: not is_missing(v))
     if not pd.api.types.is_numeric_dtype(s):
         # text column: continuous only if every present value parses as a number and there are many levels
         if present.sum() == 0 or numeric[present].isna().any():
@@ -278,7 +284,7 @@ def make_attribute(
 
     s = pd.Series(np.asarray(column, dtype=object) if not isinstance(column, pd.Series) else column)
     s = s.reset_index(drop=True)
-    missing = s.map(_is_missing_text).to_numpy(dtype=bool)
+    missing = s.map(is_missing).to_numpy(dtype=bool)
     if kind is None:
         _check_text_in_numbers(name, s, missing, where)
     kind = kind or infer_kind(s)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from faceaudit.data.attributes import Attribute, Binning, _is_missing_text, make_attribute, parse_attr_spec
+from faceaudit.data.attributes import Attribute, Binning, is_missing, make_attribute, parse_attr_spec
 from faceaudit.data.yaw import yaw_from_landmarks
 from faceaudit.errors import ManifestError, on_command_line
 
@@ -151,7 +151,7 @@ def _parse_landmarks(df: Any, path: Path) -> np.ndarray | None:
     for j, c in enumerate(LANDMARK_COLUMNS):
         col = df[c]
         text = col.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
-        blank = text.map(_is_missing_text)
+        blank = text.map(is_missing)
         num = pd.to_numeric(text.where(~blank), errors="coerce").to_numpy(dtype=float)
         bad = ~blank.to_numpy() & ~np.isfinite(num)
         if bad.any():
@@ -175,7 +175,7 @@ def _parse_landmarks(df: Any, path: Path) -> np.ndarray | None:
 
 def _resolve_paths(df: Any, root: Path, manifest: Path, check_files: bool) -> list[Path]:
     raw = df["path"].tolist()
-    empty = [i for i, p in enumerate(raw) if p is None or (isinstance(p, float) and np.isnan(p)) or str(p).strip() == ""]
+    empty = [i for i, p in enumerate(raw) if is_missing(p, tokens=())]
     if empty:
         rows = ", ".join(str(i + 1) for i in empty[:_SHOW])
         raise ManifestError(f"manifest {manifest}: {len(empty)} row(s) have an empty 'path' (rows {rows}); every row needs an image path")
@@ -215,7 +215,7 @@ def _parse_identities(df: Any, manifest: Path, require_identity: bool) -> np.nda
         return None
     ids = np.empty(len(df), dtype=object)
     for i, v in enumerate(df["identity"].tolist()):
-        ids[i] = None if _is_missing_text(v) else str(v).strip()
+        ids[i] = None if is_missing(v) else str(v).strip()
     if require_identity:
         present = [v for v in ids if v is not None]
         if not present:

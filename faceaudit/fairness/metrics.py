@@ -1,24 +1,30 @@
-"""Threshold at a target FMR, disparity views and summary fairness measures (FDR, Inequity Rate, GARBE).
+"""Threshold at a target FMR and summary fairness measures (FDR, Inequity Rate, GARBE).
 
-Zero rates: a group with zero observed errors has rate 0. Ratios (worst/best, ratio to best, Inequity Rate)
-replace a zero rate by half an error, ``0.5 / n_pairs`` of that group (a continuity correction), so they
-stay finite and grow with the evidence; differences, FDR and GARBE use the raw rates. Worst and best group
-are ranked on the raw rates, and the ratio is the worst group's floored rate over the best group's, at
-least 1 (a zero-error group with few pairs is no evidence of a gap). When every group's rate is the same
-there is no worst group; when every rate is zero no ratio is formed at all (two floors would only compare
-pair counts), and what zero errors bound is given instead: ``3 / n_pairs``, the rule of three's 95% upper
-limit. A rate that cannot be computed (no pairs) is None and the group is left out of disparities and
-summaries.
+Disparity views (worst/best ratio, difference, ratio to best) are computed by :mod:`faceaudit.stats`, which
+also states the zero-rate rule: ratios (and the Inequity Rate) floor a zero rate at ``0.5 / n_pairs``;
+differences, FDR and GARBE use the raw rates. A rate that cannot be computed (no pairs) is None and the
+group is left out of disparities and summaries.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from faceaudit.errors import InputError
+from faceaudit.stats import disparity, floored, floored_ratio, rule_of_three
+
+__all__ = [
+    "disparity",
+    "fairness_discrepancy_rate",
+    "floored",
+    "garbe",
+    "gini",
+    "inequity_rate",
+    "rule_of_three",
+    "threshold_at_fmr",
+]
 
 
 def threshold_at_fmr(impostor_scores: np.ndarray, target_fmr: float) -> float:
@@ -54,65 +60,6 @@ def gini(values: Sequence[float]) -> float | None:
     return float(g * n / (n - 1))
 
 
-def floored(rate: float, n_pairs: int) -> float:
-    """A rate with zero replaced by half an error (0.5 / n_pairs), for ratios only."""
-    return rate if rate > 0 else 0.5 / max(n_pairs, 1)
-
-
-def rule_of_three(n_pairs: int) -> float:
-    """95% upper limit of a rate with zero errors observed in ``n_pairs`` trials (rule of three, 3/n)."""
-    return 3.0 / max(n_pairs, 1)
-
-
-def _floored_ratio(rates: Sequence[float], n_pairs: Sequence[int]) -> tuple[float | None, int | None, int | None]:
-    """(worst/best floored ratio, worst index, best index); (None, None, None) when every rate is zero."""
-    vals = np.asarray(list(rates), dtype=float)
-    if vals.size == 0 or vals.max() == 0:
-        return None, None, None
-    worst, best = int(np.argmax(vals)), int(np.argmin(vals))
-    if vals[worst] == vals[best]:
-        return 1.0, None, None
-    ns = list(n_pairs)
-    return float(max(1.0, floored(vals[worst], ns[worst]) / floored(vals[best], ns[best]))), worst, best
-
-
-def disparity(rates: dict[str, float], n_pairs: dict[str, int]) -> dict[str, Any]:
-    """Disparity views of per-group rates: worst/best ratio, difference, worst/best group, ratio to the best group.
-
-    Worst and best are different groups or both None (all rates equal); ``max_min_ratio`` is None when
-    every rate is zero, and ``upper_limit_95`` gives each zero-rate group's rule-of-three bound.
-    """
-    if len(rates) < 1:
-        return {"max_min_ratio": None, "difference": None, "worst_group": None, "best_group": None, "ratio_to_best": {}}
-    names = list(rates)
-    vals = np.array([rates[g] for g in names])
-    zero = [g for g in names if rates[g] == 0]
-    bounds = {g: rule_of_three(n_pairs[g]) for g in zero}
-    if len(names) == 1:
-        return {"max_min_ratio": None, "difference": None, "worst_group": None, "best_group": None,
-                "ratio_to_best": {}, "zero_rate_groups": zero, "upper_limit_95": bounds}  # fmt: skip
-    ratio, wi, bi = _floored_ratio(vals, [n_pairs[g] for g in names])
-    worst = None if wi is None else names[wi]
-    best = None if bi is None else names[bi]
-    if ratio is None:  # no errors anywhere: nothing to rank, no ratio of floors
-        to_best: dict[str, float] = {}
-    elif best is None:  # every group has the same non-zero rate
-        to_best = {g: 1.0 for g in names}
-    else:
-        fl = {g: floored(rates[g], n_pairs[g]) for g in names}
-        to_best = {g: float(fl[g] / fl[best]) for g in names}
-    return {
-        "max_min_ratio": ratio,
-        "difference": float(vals.max() - vals.min()),
-        "worst_group": worst,
-        "best_group": best,
-        "ratio_to_best": to_best,
-        "zero_rate_groups": zero,
-        "no_errors_observed": ratio is None,
-        "upper_limit_95": bounds,
-    }
-
-
 def fairness_discrepancy_rate(fmr: Sequence[float], fnmr: Sequence[float], alpha: float = 0.5) -> float | None:
     """FDR (de Freitas Pereira & Marcel, 2021, "Fairness in Biometrics: a figure of merit to assess biometric
     verification systems", IEEE T-BIOM): FDR(t) = 1 - (alpha * A(t) + (1 - alpha) * B(t)) with
@@ -137,8 +84,8 @@ def inequity_rate(
     """
     if len(fmr) < 2 or len(fnmr) < 2:
         return None
-    f = _floored_ratio(fmr, fmr_n)[0] or 1.0  # no errors in any group: no observed inequity
-    g = _floored_ratio(fnmr, fnmr_n)[0] or 1.0
+    f = floored_ratio(fmr, fmr_n)[0] or 1.0  # no errors in any group: no observed inequity
+    g = floored_ratio(fnmr, fnmr_n)[0] or 1.0
     return float(f**alpha * g**beta)
 
 

@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from faceaudit import stats
 from faceaudit.report.charts import fmt_num, fmt_rate, fmt_sci
 from faceaudit.report.schema import AuditResult, as_result
 
@@ -176,7 +177,8 @@ def _expressivity_findings(result: AuditResult) -> list[Finding]:
     return out
 
 
-def _tolerance(result: AuditResult, f: Mapping[str, Any]) -> float:
+def tolerance_ratio(result: AuditResult, f: Mapping[str, Any]) -> float:
+    """The worst/best ratio tolerated for fairness entry `f`: its own setting, else the report's, else the default."""
     for src in (f.get("settings") or {}, result.settings):
         v = src.get("tolerance_ratio")
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 1:
@@ -194,7 +196,11 @@ def _pairs_key(metric: str) -> str:
 
 
 def disparity(f: Mapping[str, Any], metric: str) -> dict[str, Any] | None:
-    """Worst/best group, their rates and ratio for `metric` ('fmr' or 'fnmr'), from the entry's own numbers.
+    """Worst/best group, their rates and ratio for `metric` ('fmr' or 'fnmr'), from the entry's own rates.
+
+    The groups compared are the entry's ``groups_used`` (the fairness room's small-group rule); the ranking
+    and the floored ratio come from :func:`faceaudit.stats.disparity`, and the entry's own ratio is kept
+    where its worst and best groups agree with the rates.
 
     None when fewer than two groups have the rate. Worst and best are different groups by construction:
     when every compared rate is the same there is none (``worst`` and ``best`` None, ratio 1), and when
@@ -209,22 +215,22 @@ def disparity(f: Mapping[str, Any], metric: str) -> dict[str, Any] | None:
         return None
     hi, lo = max(vals.values()), min(vals.values())
     base = {"groups": list(vals), "worst_value": hi, "best_value": lo, "separated": False, "no_errors": hi == 0}
-    if hi == 0:
+    n_pairs = {g: rows[g].get(_pairs_key(metric)) for g in vals}
+    n_pairs = {g: n if isinstance(n, int) and n > 0 else 0 for g, n in n_pairs.items()}
+    computed = stats.disparity(vals, n_pairs)  # recomputed from the rates: one rule for every report
+    if computed["no_errors_observed"]:
         return {**base, "worst": None, "best": None, "ratio": None}
-    if hi == lo:
+    if computed["worst_group"] is None:  # every compared rate is the same
         return {**base, "worst": None, "best": None, "ratio": 1.0}
     worst, best = d.get("worst_group"), d.get("best_group")
-    ratio = d.get("max_min_ratio")
+    ratio = d.get("max_min_ratio")  # the entry's own ratio, when its worst and best are these rates' groups
     if worst is None or best is None or vals.get(str(worst)) != hi or vals.get(str(best)) != lo:
-        worst = max(vals, key=lambda g: vals[g])
-        best = min(vals, key=lambda g: vals[g])
-        ratio = None
-    w, b = rows[str(worst)], rows[str(best)]
-    nb = b.get(_pairs_key(metric))
-    if ratio is None:
+        worst, best, ratio = computed["worst_group"], computed["best_group"], None
+    if ratio is None:  # an entry that states no ratio: the raw one
         ratio = hi / lo if lo > 0 else math.inf
-    elif lo == 0 and isinstance(nb, int) and nb > 0:
-        ratio = max(1.0, hi / (0.5 / nb))  # the fairness room's floored ratio, worst over best
+    elif lo == 0 and n_pairs[str(best)] > 0:
+        ratio = computed["max_min_ratio"]  # worst over the best group's floor (0.5 / n_pairs)
+    w, b = rows[str(worst)], rows[str(best)]
     wci, bci = w.get(f"{metric}_ci"), b.get(f"{metric}_ci")
     separated = bool(
         isinstance(wci, (list, tuple))
@@ -278,7 +284,7 @@ def _fairness_findings(result: AuditResult) -> list[Finding]:
         out.append(Finding("info", "fairness", f"Verification fairness was not measured: {reason}"))
         return out
     for f in result.fairness:
-        tol = _tolerance(result, f)
+        tol = tolerance_ratio(result, f)
         attr = f["attribute"]
         at = f"at FMR {fmt_sci(f['target_fmr'])}"
         within = []

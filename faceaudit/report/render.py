@@ -22,15 +22,16 @@ import jinja2
 
 from faceaudit._atomic import atomic_write_text, check_replaceable, is_faceaudit_output
 from faceaudit.errors import OutputError, option
+from faceaudit.jsonsafe import json_safe
 from faceaudit.report import charts
 from faceaudit.report.findings import (
-    DEFAULT_TOLERANCE_RATIO,
     above_null,
     compute_findings,
     disparity,
     null_top,
     strength,
     strength_words,
+    tolerance_ratio,
 )
 from faceaudit.report.schema import AuditResult, ReportError, as_result
 
@@ -177,12 +178,7 @@ def _expressivity_view(result: AuditResult) -> dict[str, Any]:
 def _fairness_view(result: AuditResult) -> list[dict[str, Any]]:
     views = []
     for f in result.fairness or ():
-        tol = DEFAULT_TOLERANCE_RATIO
-        for src in (f.get("settings") or {}, result.settings):
-            v = src.get("tolerance_ratio")
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 1:
-                tol = float(v)
-                break
+        tol = tolerance_ratio(result, f)
         groups = list(f["groups"])
         labels = [str(g["group"]) for g in groups]
         metric_views = []
@@ -317,19 +313,11 @@ def _kv(mapping: Mapping[str, Any]) -> list[tuple[str, str]]:
         elif v is None:
             s = "–"
         elif isinstance(v, (list, tuple, Mapping)):
-            s = json.dumps(_jsonable(v), ensure_ascii=False, sort_keys=False)
+            s = json.dumps(json_safe(v), ensure_ascii=False, sort_keys=False)
         else:
             s = str(v)
         out.append((str(k), s))
     return out
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return v
 
 
 def build_view(report: AuditResult | Mapping[str, Any]) -> dict[str, Any]:

@@ -13,13 +13,12 @@ Non-finite floats (NaN, +-inf) have no JSON spelling, so they are stored as
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from faceaudit.errors import FaceAuditError
+from faceaudit.jsonsafe import NotJSONError, json_safe
 
 SCHEMA_VERSION = "1.0"
 """Version of the report.json layout written by this faceaudit (major.minor)."""
@@ -59,33 +58,19 @@ class ReportError(FaceAuditError, ValueError):
 
 
 def _plain(value: Any, where: str) -> Any:
-    """Deep-convert to read-only JSON-safe values: NaN/inf -> None, numpy -> Python."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return MappingProxyType({str(k): _plain(v, f"{where}.{k}") for k, v in value.items()})
-    if isinstance(value, (list, tuple)):
-        return tuple(_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
-    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
-    if callable(tolist):
-        return _plain(tolist(), where)
-    raise ReportError(
-        f"report value at '{where}' has type {type(value).__name__}, which JSON cannot hold. "
-        "Convert it to a number, string, list or dict before building the report."
-    )
+    """Deep-convert to read-only JSON-safe values (see :func:`faceaudit.jsonsafe.json_safe`)."""
+    try:
+        return json_safe(value, frozen=True, strict=True, where=where)
+    except NotJSONError as e:
+        raise ReportError(
+            f"report value at '{e.where}' has type {e.type_name}, which JSON cannot hold. "
+            "Convert it to a number, string, list or dict before building the report."
+        ) from None
 
 
 def _thaw(value: Any) -> Any:
     """Deep-convert read-only mappings/tuples back to dicts/lists for JSON."""
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_thaw(v) for v in value]
-    return value
+    return json_safe(value)
 
 
 def _req(d: Mapping[str, Any], key: str, where: str) -> Any:

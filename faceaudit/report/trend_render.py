@@ -37,6 +37,7 @@ import jinja2
 
 from faceaudit._atomic import atomic_write_text, check_replaceable
 from faceaudit.errors import OutputError, option
+from faceaudit.jsonsafe import json_safe as jsonable
 from faceaudit.report import charts
 from faceaudit.report.render import backend_label, template_environment
 from faceaudit.report.findings import (
@@ -72,21 +73,6 @@ _SHAPE_WORDS = {
 def environment() -> jinja2.Environment:
     """The shared report environment (one place for loaders, autoescape and filters)."""
     return template_environment()
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON values: tuples to lists, non-finite floats to None, numpy scalars to Python numbers."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def dumps(report: Mapping[str, Any]) -> str:
