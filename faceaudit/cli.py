@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import sys
 from collections.abc import Iterator
@@ -614,15 +613,6 @@ def plugins() -> None:
         _echo(f"  {p.name:10} {p.distribution} {p.version}  ({p.value})")
 
 
-def _report_kind(path: Path) -> str:
-    """The `kind` of a report JSON (audit, trend or compare); the loaders validate the rest."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return "audit"  # let the audit loader raise its precise error
-    return data.get("kind", "audit") if isinstance(data, dict) else "audit"
-
-
 @main.command(epilog="\b\nExamples:\n  faceaudit report faceaudit-report/report.json --out shared/report.html\n"
                      "  faceaudit report faceaudit-report/report.json --format md --out MODEL_CARD_bias.md")
 @click.argument("report_json", type=click.Path(path_type=Path))
@@ -639,33 +629,9 @@ def report(report_json: Path, out_html: Path | None, fmt: str, force: bool) -> N
     existing file is replaced only if it is a faceaudit report of the same
     format (or with --force), never the input itself.
     """
-    from faceaudit._atomic import write_report_text
-    from faceaudit.errors import OutputError
-    from faceaudit.report import load_report, render_html
-    from faceaudit.report.compare_render import load_compare, render_compare_html
-    from faceaudit.report.trend_render import load_trend, render_trend_html
+    from faceaudit.report.rerender import rerender
 
-    kind = _report_kind(report_json)
-    if fmt == "md":
-        from faceaudit.report.markdown import markdown_name, render_markdown
-
-        data = (load_trend(report_json) if kind == "trend" else load_compare(report_json) if kind == "compare"
-                else load_report(report_json).to_dict())
-        text, default_name = render_markdown(data), markdown_name(data)
-    elif kind == "trend":
-        text, default_name = render_trend_html(load_trend(report_json)), "trend.html"
-    elif kind == "compare":
-        text, default_name = render_compare_html(load_compare(report_json)), "compare.html"
-    else:
-        text, default_name = render_html(load_report(report_json)), "report.html"
-    target = out_html or report_json.with_name(default_name)
-    if target.is_dir():
-        target = target / default_name
-    if target.exists() and os.path.samefile(target, report_json):
-        raise OutputError(f"{target} is the input {report_json}; writing the {fmt.upper()} there would destroy it. "
-                          "Choose another --out.")
-    write_report_text(target, text, kind=fmt, force=force,
-                      fix="Move it away, choose another --out, or pass --force to replace it.")
+    target = rerender(report_json, out_html, fmt=fmt, force=force)
     _echo(f"{'md' if fmt == 'md' else 'report'}: {target}")
 
 
@@ -683,7 +649,7 @@ def demo(out_dir: Path, seed: int) -> None:
     (trend/trend.html), the paper's experiment in miniature. About three
     minutes on a 2-core CPU; assets are reused on a rerun.
     """
-    from faceaudit.audit import run_demo
+    from faceaudit.demo.run import run_demo
 
     outcome = run_demo(out_dir, seed=seed)
     _print_outcome(outcome)

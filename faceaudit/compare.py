@@ -32,30 +32,32 @@ from pathlib import Path
 from typing import Any
 
 from faceaudit import __version__
-from faceaudit.audit import (
+from faceaudit.backends.selection import match_layers
+from faceaudit.errors import InputError
+from faceaudit.pipeline import (
+    CRITIC_CPU_THREADS,
+    SCHEMA_VERSION,
+    FairnessRequest,
+    Measured,
+    Plan,
     ReportOutcome,
     RunSettings,
-    estimator_settings,
-    model_provenance,
-    prepare_inputs,
-    use_default_data,
-)
-from faceaudit.errors import InputError
-from faceaudit.stats import comparable_groups, difference, disparity, extremes, se_from_ci
-from faceaudit.trend import (
-    SCHEMA_VERSION,
-    Z_95,
-    attribute_summaries,
+    cache_root,
+    check_out_dir,
     created_now,
-    environment,
+    data_section,
+    environment_versions,
     expressivity_entries,
-    input_checks,
-    match_layers,
-    measure_models,
+    layers_spec,
+    load_inputs,
+    measure,
+    model_cache_dir,
     model_labels,
+    model_provenance,
     open_models,
     spec_report,
 )
+from faceaudit.stats import Z_95, comparable_groups, difference, disparity, extremes, se_from_ci
 from faceaudit.trend import difference as trend_difference
 
 log = logging.getLogger(__name__)
@@ -182,7 +184,6 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
     every difference is "model minus reference" with the significance rule of
     this module's docstring.
     """
-    from faceaudit.audit import check_out_dir, fairness_by_attribute
     from faceaudit.report.compare_render import COMPARE_HTML, COMPARE_JSON, render_compare_findings, write_compare
     from faceaudit.report.markdown import MARKDOWN_NAMES
     from faceaudit.report.render import discard_previous, set_aside_previous
@@ -199,91 +200,86 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
     labels = model_labels(files, config.labels, "model")
     models = open_models(files, labels, backend=config.backend, backend_options=config.backend_options,
                          trust_pickle=config.trust_pickle, input_specs=config.input_specs)
-    config, data_note = use_default_data(config, models[0].input_spec, out_dir)
-    manifest, rows, paths, landmarks, warnings = prepare_inputs(config)
-    extra = ["final"] if manifest.identities is not None else []
+    config, inputs = load_inputs(config, models[0].input_spec, out_dir)
+    extra = ["final"] if inputs.manifest.identities is not None else []
     layer_rows, method = match_layers(models, labels, config.layers, extra=extra)
     if method == "depth":
-        warnings.append(
+        inputs.warnings.append(
             "The models differ in architecture, so layers were matched by relative depth (0 = input, 1 = final "
             "embedding); the layer table names the layer used in each model."
         )
     timings["load_s"] = time.perf_counter() - t0
 
-    m = measure_models(config, models, labels, layer_rows, manifest, rows, paths, landmarks, out_dir,
-                       what="model", timings=timings, warnings=warnings)
-    feats, failed, used = m.features, m.failed, m.used
-    identity, id_info, results = m.identity, m.identity_info, m.results
-    options, max_dim = estimator_settings(config)
+    fairness_attrs = list(config.fairness_attrs or [a for a in inputs.manifest.attributes if a != "identity"])
+    request = FairnessRequest(fairness_attrs, config.target_fmr, config.seed) if fairness_attrs else None
+    root = cache_root(config, out_dir)
+    plan = Plan(models, labels, layer_rows, inputs, [model_cache_dir(root, i, lab) for i, lab in enumerate(labels)],
+                what="model")
+    m = measure(plan, config, identity_estimator=config.identity_estimator, fairness=request, check_inputs_of=labels,
+                cpu_threads=CRITIC_CPU_THREADS, timings=timings)
+    report = _compare_report(config, files, plan, method, fairness_attrs, m, timings)
+    report["expressivity_differences"] = expressivity_differences(report)
+    report["fairness_differences"] = fairness_differences(report)
+    timings["total_s"] = time.perf_counter() - t0
+    html_path, json_path = write_compare(report, out_dir)
+    discard_previous(previous)
+    return CompareOutcome(html_path, json_path, report, render_compare_findings(report))
 
-    t = time.perf_counter()
-    fairness: list[dict[str, Any]] | None = []
-    reason = None
-    final_row = next((r for r in layer_rows if r.final), None)
-    fair_cfg = _FairnessSettings(
-        fairness_attrs=list(config.fairness_attrs or [a for a in manifest.attributes if a != "identity"]),
-        target_fmr=config.target_fmr, seed=config.seed,
-    )
-    if not fair_cfg.fairness_attrs:
-        fairness, reason = None, "No attribute other than identity was given to form groups."
-    for lab in labels if fairness is not None else []:
-        emb = feats[lab][final_row.key] if final_row is not None else None
-        got, why = fairness_by_attribute(manifest, used, emb, fair_cfg, warnings)
+
+def _fairness_entries(labels: Sequence[str], m: Measured, asked: bool
+                      ) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """Every model's fairness rows (tagged with the model), or None and the reason of the first model without."""
+    if not asked:
+        return None, "No attribute other than identity was given to form groups."
+    out: list[dict[str, Any]] = []
+    for lab in labels:
+        got, why = m.fairness[lab]
         if got is None:
-            fairness, reason = None, why
-            break
-        assert fairness is not None
-        fairness += [{"model": lab, **f} for f in got]
-    timings["fairness_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    checks = input_checks(config, models, labels, layer_rows, m, manifest, rows, paths, landmarks, out_dir,
-                          which=labels) if config.check_input_spec else {}
-    timings["input_check_s"] = time.perf_counter() - t
+            return None, why
+        out += [{"model": lab, **f} for f in got]
+    return out, None
 
-    attr_names = [a for a in manifest.attributes if a != "identity" or identity is not None]
-    expressivity = expressivity_entries(results, attr_names, layer_rows, labels, what="model")
-    report: dict[str, Any] = {
+
+def _compare_report(config: CompareConfig, files: Sequence[Path], plan: Plan, method: str,
+                    fairness_attrs: list[str], m: Measured, timings: dict[str, float]) -> dict[str, Any]:
+    """The comparison's report dictionary (the JSON schema) from what the pipeline measured; differences after."""
+    labels, inputs, identity = plan.labels, plan.inputs, m.identity
+    fairness, reason = _fairness_entries(labels, m, bool(fairness_attrs))
+    attr_names = [a for a in inputs.manifest.attributes if a != "identity" or identity is not None]
+    return {
         "schema_version": SCHEMA_VERSION,
         "kind": "compare",
         "faceaudit_version": __version__,
         "created": created_now(),
         "demo": False,
         "models": [
-            {"label": lab, "index": i, "reference": i == 0, "path": str(p), "sha256": m.sha256,
-             "backend": m.backend_name, **model_provenance(m), "final_layer": m.final_layer, "n_layers": len(m.layers()),
-             "input": spec_report(m), "input_check": checks.get(lab)}
-            for i, (lab, p, m) in enumerate(zip(labels, files, models))
+            {"label": lab, "index": i, "reference": i == 0, "path": str(p), "sha256": mod.sha256,
+             "backend": mod.backend_name, **model_provenance(mod), "final_layer": mod.final_layer,
+             "n_layers": len(mod.layers()), "input": spec_report(mod),
+             "input_check": {"model": lab, **m.input_checks[lab]} if lab in m.input_checks else None}
+            for i, (lab, p, mod) in enumerate(zip(labels, files, plan.models))
         ],
-        "data": {
-            "manifest": str(config.manifest),
-            "n_images": len(manifest),
-            "n_used": int(len(used)),
-            "n_failed": len(failed),
-            "failed": [{"path": str(p), "reason": r} for p, r in failed[:20]],
-            "attributes": attribute_summaries(manifest, used),
-            "identity": id_info,
-            **data_note,
-        },
+        "data": data_section(config, inputs, m, identity=True),
         "layer_matching": method,
-        "layers": [r.to_dict() for r in sorted(layer_rows, key=lambda r: r.depth)],
-        "expressivity": expressivity,
+        "layers": [r.to_dict() for r in sorted(plan.layer_rows, key=lambda r: r.depth)],
+        "expressivity": expressivity_entries(m.results, attr_names, plan.layer_rows, labels, what="model"),
         "expressivity_differences": [],
         "fairness": fairness,
         "fairness_skipped_reason": reason,
         "fairness_differences": [],
-        "warnings": warnings + list(getattr(manifest, "warnings", []) or []),
+        "warnings": inputs.warnings + list(getattr(inputs.manifest, "warnings", []) or []),
         "timings": timings,
         "settings": {
             "attrs": attr_names,
-            "layers_spec": config.layers if isinstance(config.layers, str) else ",".join(config.layers),
+            "layers_spec": layers_spec(config),
             "estimator": config.estimator,
             "identity_estimator": config.identity_estimator if identity is not None else None,
-            "estimator_options": dict(options),
-            "max_dim": max_dim,
+            "estimator_options": dict(m.options),
+            "max_dim": m.max_dim,
             "seeds": config.n_seeds,
             "device": config.device,
             "target_fmr": config.target_fmr,
-            "fairness_attrs": fair_cfg.fairness_attrs,
+            "fairness_attrs": fairness_attrs,
             "pooling": config.pooling,
             "seed": config.seed,
             "quick": config.quick,
@@ -293,24 +289,10 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
                     "estimate is its own, se of an error rate is its 95% bootstrap CI width / (2 * 1.96), se of a "
                     "disparity (worst - best group) combines the two groups'",
         },
-        "environment": environment(results.values(), models,
-                                   [config.estimator] + ([config.identity_estimator] if identity is not None else [])),
+        "environment": environment_versions(
+            m.results.values(), plan.models,
+            [config.estimator] + ([config.identity_estimator] if identity is not None else [])),
     }
-    report["expressivity_differences"] = expressivity_differences(report)
-    report["fairness_differences"] = fairness_differences(report)
-    timings["total_s"] = time.perf_counter() - t0
-    html_path, json_path = write_compare(report, out_dir)
-    discard_previous(previous)
-    return CompareOutcome(html_path, json_path, report, render_compare_findings(report))
-
-
-@dataclass(frozen=True)
-class _FairnessSettings:
-    """The three settings the audit's fairness step reads."""
-
-    fairness_attrs: list[str]
-    target_fmr: float
-    seed: int
 
 
 def significant_changes(report: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -5,17 +5,23 @@ late feature map, and the final embedding (about five layers). Feature maps are
 preferred at activation outputs (ReLU, Clip, PReLU, Add, ... or, for PyTorch,
 container blocks), because pre-activation convolution outputs are less usual
 probe points.
+
+Several models (a trend's checkpoints, a comparison's models) are matched layer
+by layer: by name when they share an architecture, else by relative depth.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from faceaudit.backends.base import Backend, LayerInfo, PrecomputedFeatures
 from faceaudit.backends.pooling import pooled_dim
 from faceaudit.errors import ModelError, did_you_mean
+
+__all__ = ["AUTO_FRACTIONS", "MatchedLayer", "layer_table", "match_layers", "select_layers"]
 
 AUTO_FRACTIONS = (0.2, 0.5, 0.8)
 _PREFERRED = {
@@ -109,3 +115,76 @@ def layer_table(model: Backend, pooling: str = "avg") -> list[dict[str, Any]]:
         }
         for i, l in enumerate(layers)
     ]
+
+
+@dataclass(frozen=True)
+class MatchedLayer:
+    """One layer row compared across models: its key in the report and the layer it is in each model."""
+
+    key: str
+    depth: float
+    names: dict[str, str]
+    depths: dict[str, float]
+    final: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "depth": self.depth, "names": dict(self.names), "depths": dict(self.depths),
+                "final": self.final}
+
+
+def _same_architecture(models: Sequence[Any]) -> bool:
+    first = [(l.name, tuple(l.shape) if l.shape is not None else None) for l in models[0].layers()]
+    return all([(l.name, tuple(l.shape) if l.shape is not None else None) for l in m.layers()] == first
+               for m in models[1:])
+
+
+def match_layers(models: Sequence[Any], labels: Sequence[str], spec: str | Sequence[str],
+                 *, extra: Sequence[str] = ()) -> tuple[list[MatchedLayer], str]:
+    """Resolve `spec` (+ `extra` specs) on the first model and find the same layers in the others.
+
+    Why: a trend or a comparison puts the same layer of several models side by
+    side. Models that share an architecture (identical layer names and shapes)
+    are matched by name; otherwise by relative depth (0 = input, 1 = final, from
+    `layer_table`): the input to the input, the final embedding to the final
+    embedding, and every other layer to the layer of the same kind (else any
+    kind) at the nearest depth. Returns the rows in depth order and the method
+    ("name" or "depth").
+    """
+    ref = models[0]
+    names = list(select_layers(ref, spec))
+    for s in extra:
+        names += [n for n in select_layers(ref, s) if n not in names]
+    ref_table = {r["name"]: r for r in layer_table(ref)}
+    order = [l.name for l in ref.layers()]
+    names = sorted(set(names), key=order.index)
+    if _same_architecture(models):
+        rows = [
+            MatchedLayer(n, float(ref_table[n]["depth"]), {lab: n for lab in labels},
+                         {lab: float(ref_table[n]["depth"]) for lab in labels}, final=(n == ref.final_layer))
+            for n in names
+        ]
+        return rows, "name"
+    tables = [layer_table(m) for m in models]
+    rows = []
+    for n in names:
+        r = ref_table[n]
+        is_final = n == ref.final_layer
+        is_input = order.index(n) == 0
+        picked: dict[str, str] = {}
+        depths: dict[str, float] = {}
+        for lab, m, table in zip(labels, models, tables):
+            if is_final:
+                hit = next(t for t in table if t["name"] == m.final_layer)
+            elif is_input:
+                hit = table[0]
+            else:
+                pool = [t for t in table[1:] if t["kind"] == r["kind"] and t["name"] != m.final_layer]
+                pool = pool or [t for t in table[1:] if t["name"] != m.final_layer] or table
+                hit = min(pool, key=lambda t: (abs(float(t["depth"]) - float(r["depth"])), t["depth"]))
+            picked[lab] = hit["name"]
+            depths[lab] = float(hit["depth"])
+        key = "final" if is_final else ("input" if is_input else f"depth {float(r['depth']):.2f}")
+        if any(row.key == key for row in rows):
+            key = f"depth {float(r['depth']):.4f} ({n})"
+        rows.append(MatchedLayer(key, float(r["depth"]), picked, depths, final=is_final))
+    return rows, "depth"

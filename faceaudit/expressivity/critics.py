@@ -31,7 +31,6 @@ basis), which stays fixed while the rest trains, when it validates better.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

@@ -12,15 +12,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from faceaudit.backends import Backend
 from faceaudit.data.preprocess import PreprocessSpec
 
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 __all__ = ["Executor", "ShardPlan", "ShardSink"]
 

@@ -257,7 +257,7 @@ def _no_error_finding(f: Mapping[str, Any], metric: str, d: Mapping[str, Any], a
     )
     if bounds:
         text += (
-            f"; zero errors in n pairs only bound the rate below 3/n at 95% confidence (rule of three): "
+            "; zero errors in n pairs only bound the rate below 3/n at 95% confidence (rule of three): "
             + ", ".join(bounds)
         )
     return Finding("info", "fairness", text + ".")
