@@ -659,3 +659,16 @@ def demo(out_dir: Path, seed: int) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+__all__ = [
+    "EXIT_FINDINGS",
+    "compare",
+    "demo",
+    "layers",
+    "main",
+    "plugins",
+    "report",
+    "run",
+    "spec",
+    "trend",
+]

@@ -80,3 +80,17 @@ def option(flag: str, argument: str) -> str:
     the Python `argument` (``"out_dir=..."``). For an option the command line lacks, test
     :func:`on_command_line` and phrase the alternative instead."""
     return flag if on_command_line() else argument
+
+__all__ = [
+    "BackendError",
+    "FaceAuditError",
+    "InputError",
+    "ManifestError",
+    "ModelError",
+    "OutputError",
+    "PluginError",
+    "command_line",
+    "did_you_mean",
+    "on_command_line",
+    "option",
+]

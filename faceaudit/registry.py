@@ -86,3 +86,12 @@ def load_plugin(group: str, name: str) -> Any:
             f"The {name!r} plugin ({eps[name].value}) failed to load: {exc}. "
             "Reinstall it or uninstall the package that provides it."
         ) from exc
+
+__all__ = [
+    "BACKENDS",
+    "ESTIMATORS",
+    "PluginInfo",
+    "list_plugins",
+    "load_plugin",
+    "provider_of",
+]

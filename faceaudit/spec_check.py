@@ -267,3 +267,21 @@ def check_message(check: Any, model_name: str | None = None) -> str | None:
         f"{b['fnmr']:.4f} vs {cur.get('fnmr', float('nan')):.4f}, on {check.get('n_images')} images). "
         f"Rerun with {b['flags']} (or save it with `faceaudit spec MODEL {b['flags']} --write`)."
     )
+
+__all__ = [
+    "BOOTSTRAP",
+    "CHECK_MAX_IMAGES",
+    "IMAGES_PER_IDENTITY",
+    "MAX_IMPOSTOR_PAIRS",
+    "MIN_ERROR_REDUCTION",
+    "MIN_GENUINE_PAIRS",
+    "MIN_IDENTITIES",
+    "NORMALISATIONS",
+    "RULE",
+    "check_input_spec",
+    "check_message",
+    "describe",
+    "flags_for",
+    "sample_rows",
+    "spec_variants",
+]

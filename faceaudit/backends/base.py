@@ -500,3 +500,22 @@ class BackendInfo:
             "version": self.version,
             "error": self.error,
         }
+
+__all__ = [
+    "Backend",
+    "BackendInfo",
+    "CHANNEL_ORDERS",
+    "INPUT_KIND",
+    "InputSpec",
+    "LAYOUTS",
+    "LayerInfo",
+    "MAX_INPUT_SIDE",
+    "PrecomputedFeatures",
+    "SPEC_KEYS",
+    "backend_bug_message",
+    "backend_provenance",
+    "check_features",
+    "check_opened",
+    "file_sha256",
+    "parse_spec_json",
+]

@@ -272,3 +272,9 @@ class OnnxBackend(Backend):
     def providers(self) -> list[str]:
         """Execution providers in use (CUDA first when available)."""
         return list(self._providers)
+
+__all__ = [
+    "METADATA_KEY",
+    "OnnxBackend",
+    "choose_providers",
+]

@@ -116,3 +116,12 @@ def pooled_dim(
     if any(d is None for d in dims):
         return None
     return int(np.prod(dims))
+
+__all__ = [
+    "FLATTEN_MAX_DIM",
+    "INPUT_GRID",
+    "POOLINGS",
+    "parse_pooling",
+    "pool",
+    "pooled_dim",
+]

@@ -207,3 +207,21 @@ def embed_onnx(model_path: str | Path, spec: InputSpec, out: str | Path | None =
     onnx.helper.set_model_props(proto, props)
     atomic_write_bytes(target, proto.SerializeToString())
     return target
+
+__all__ = [
+    "METADATA_KEY",
+    "SIDECAR_FORMAT",
+    "SIDECAR_SUFFIX",
+    "SOURCES",
+    "apply_spec",
+    "embed_onnx",
+    "parse_input_size",
+    "read_sidecar",
+    "read_spec_file",
+    "sidecar_path",
+    "spec_json",
+    "spec_overrides",
+    "spec_report",
+    "spec_source",
+    "write_sidecar",
+]

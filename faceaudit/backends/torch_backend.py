@@ -415,3 +415,10 @@ class TorchBackend(Backend):
     @property
     def device(self) -> str:
         return str(self._device)
+
+__all__ = [
+    "INPUT_LAYER",
+    "METADATA_KEY",
+    "OUTPUT_LAYER",
+    "TorchBackend",
+]

@@ -91,3 +91,10 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: tuple[int, int] =
     w, h = size
     template = ARCFACE_TEMPLATE_112 * np.array([w / 112.0, h / 112.0])
     return warp_affine(image, umeyama(lm, template), (w, h))
+
+__all__ = [
+    "ARCFACE_TEMPLATE_112",
+    "align_face",
+    "umeyama",
+    "warp_affine",
+]

@@ -336,3 +336,18 @@ def make_attribute(
 
     group_order = sorted(set(present), key=_key)
     return Attribute(name, "categorical", vals, vals.copy(), group_order, n_missing, None, source, 0, tuple(notes))
+
+__all__ = [
+    "Attribute",
+    "Binning",
+    "DEFAULT_BINS",
+    "KINDS",
+    "Kind",
+    "MAX_CATEGORICAL_LEVELS",
+    "MISSING_TOKENS",
+    "infer_kind",
+    "is_missing",
+    "make_attribute",
+    "parse_attr_spec",
+    "to_binning",
+]

@@ -59,3 +59,7 @@ def decode_image(path: str | os.PathLike[str]) -> np.ndarray:
         ) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"Image {p} cannot be decoded ({type(exc).__name__}: {exc}). Replace or drop it.") from exc
+
+__all__ = [
+    "decode_image",
+]

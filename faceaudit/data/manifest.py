@@ -303,3 +303,9 @@ def load_manifest(
         warnings.extend(attr.notes)
         attributes[name] = attr
     return Manifest(mpath, root, paths, identities, landmarks, attributes, columns, warnings)
+
+__all__ = [
+    "LANDMARK_COLUMNS",
+    "Manifest",
+    "load_manifest",
+]

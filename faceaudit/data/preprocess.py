@@ -70,3 +70,7 @@ class PreprocessSpec:
     def __call__(self, image: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
         """Decoded uint8 RGB image -> model input for one image."""
         return self.to_tensor(self.to_pixels(image, landmarks))
+
+__all__ = [
+    "PreprocessSpec",
+]

@@ -36,3 +36,7 @@ def yaw_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
         yaw = np.degrees(np.arcsin(np.clip(ratio, -1.0, 1.0)))
     yaw[~np.isfinite(ratio) | (eye_dist <= 0)] = np.nan
     return yaw
+
+__all__ = [
+    "yaw_from_landmarks",
+]

@@ -438,3 +438,12 @@ def estimate_expressivity(
         min_class_count=min_class_count, **estimator_options,
     )
     return res[("features", "attribute")]
+
+__all__ = [
+    "estimate_expressivity",
+    "estimate_many",
+    "get_estimator",
+    "list_estimators",
+    "pooled_bound",
+    "runtime_record",
+]

@@ -265,3 +265,18 @@ def soft_cap(t: Tensor, cap: float) -> Tensor:
     held-out pairs would otherwise dominate the log-mean-exp term (DV is shift-invariant,
     so only the range of T matters)."""
     return cap - torch.nn.functional.softplus(cap - t)
+
+__all__ = [
+    "CriticShape",
+    "GENERATIVE_RANKS",
+    "N_BUMPS",
+    "class_logits",
+    "embed_y",
+    "encode",
+    "generative_head_init",
+    "init_params",
+    "ledoit_wolf_cov",
+    "linear_head_init",
+    "soft_cap",
+    "y_basis",
+]

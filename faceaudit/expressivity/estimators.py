@@ -343,3 +343,13 @@ class EntropyDifference(NeuralEstimator):
 
 
 BUILTIN = {c.name: c for c in (MINE, SMILE, NWJ, InfoNCE, EntropyDifference)}
+
+__all__ = [
+    "BUILTIN",
+    "EntropyDifference",
+    "InfoNCE",
+    "MINE",
+    "NWJ",
+    "NeuralEstimator",
+    "SMILE",
+]

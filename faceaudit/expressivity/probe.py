@@ -284,3 +284,14 @@ def head_from_probe(probe: Probe, d_pad: int, c_pad: int) -> dict[str, np.ndarra
     v0 = np.full((1, c_pad), -1e4)
     v0[0, :C] = probe.b
     return {"V": v, "v0": v0}
+
+__all__ = [
+    "Probe",
+    "RidgeBasis",
+    "dequantize",
+    "fit_probe",
+    "floor_target",
+    "head_from_probe",
+    "probe_terms",
+    "ridge_basis",
+]

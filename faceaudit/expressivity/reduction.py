@@ -162,3 +162,16 @@ def choose_width(
         if loss <= MAX_REDUCTION_LOSS:
             return w, loss, full
     return k_max, loss, full
+
+__all__ = [
+    "DEFAULT_MAX_DIM",
+    "HEAVY_TAIL_IQR",
+    "MAX_REDUCTION_LOSS",
+    "choose_width",
+    "feature_views",
+    "gaussianize",
+    "normal_scores",
+    "reduce_features",
+    "scale_attribute",
+    "standardize",
+]

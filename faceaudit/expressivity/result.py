@@ -97,3 +97,8 @@ def describe_runtime(runtime: dict[str, Any]) -> str:
     """One line for a report from a result's `runtime`: 'cpu, 2 torch threads, 2 stacks at a time'."""
     t, w = int(runtime["torch_threads"]), int(runtime["workers"])
     return f"{runtime['device']}, {t} torch thread{'s' * (t != 1)}, {w} stack{'s' * (w != 1)} at a time"
+
+__all__ = [
+    "ExpressivityResult",
+    "describe_runtime",
+]

@@ -934,3 +934,14 @@ def _continuous_terms(est: "NeuralEstimator", params: dict[str, Tensor], f: Tens
     else:
         col = row
     return {"t_pos": t_pos, "row": row, "row_nce": row_nce, "col": col}
+
+__all__ = [
+    "Fit",
+    "Job",
+    "evaluate",
+    "evaluate_ensemble",
+    "resolve_device",
+    "stack_workers",
+    "train_jobs",
+    "train_stacks",
+]

@@ -205,3 +205,14 @@ def check_attribute(
         rows=rows, y=codes.astype(np.int64), classes=tuple(c.item() if hasattr(c, "item") else c for c in classes),
         warnings=tuple(warnings),
     )
+
+__all__ = [
+    "CleanPair",
+    "KINDS",
+    "MANY_CLASS_MEDIAN",
+    "MIN_CATEGORY_SIZE",
+    "MIN_ROWS",
+    "SMALL_CATEGORY_SIZE",
+    "check_attribute",
+    "check_features",
+]

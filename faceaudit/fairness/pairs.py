@@ -197,3 +197,12 @@ def impostor_pairs(
         keys = np.sort(rng.choice(keys, size=want, replace=False))
     i, j = np.divmod(keys, n_big)
     return i, j, total
+
+__all__ = [
+    "DEFAULT_CHUNK",
+    "genuine_pairs",
+    "impostor_count",
+    "impostor_pairs",
+    "l2_normalize",
+    "score_pairs",
+]

@@ -534,3 +534,28 @@ def dot_ci_chart(
         out.append("</g>")
     out.append("</svg>")
     return Markup("".join(out))
+
+__all__ = [
+    "ALERT",
+    "BAND",
+    "BandSeries",
+    "CIVIDIS",
+    "FONT",
+    "GRID",
+    "HeatCell",
+    "INK",
+    "LINE",
+    "MUTED",
+    "NULL_BAND",
+    "OK_BAND",
+    "VIRIDIS",
+    "dot_ci_chart",
+    "fmt_num",
+    "fmt_rate",
+    "fmt_sci",
+    "heatmap",
+    "line_band_chart",
+    "log_heatmap",
+    "sample",
+    "text_colour",
+]

@@ -411,3 +411,23 @@ def strength_words() -> Sequence[tuple[str, str]]:
         ("weakly", f"CI lower bound above the null and normalised score < {MODERATE:g}"),
         ("barely", "CI lower bound not above the null baseline"),
     )
+
+__all__ = [
+    "DEFAULT_TOLERANCE_RATIO",
+    "Finding",
+    "MODERATE",
+    "SEVERITIES",
+    "SMALL_GROUP_IDENTITIES",
+    "STRONG",
+    "above_null",
+    "compute_findings",
+    "describe_input",
+    "disparity",
+    "group_rows",
+    "input_findings",
+    "null_top",
+    "render_findings",
+    "strength",
+    "strength_words",
+    "tolerance_ratio",
+]

@@ -526,3 +526,20 @@ def _too_deep(path: Path, command: str) -> str:
         f"report file {path} is nested too deeply to be a faceaudit report (lists or objects inside one another "
         f"beyond Python's recursion limit); regenerate it with `faceaudit {command}`."
     )
+
+__all__ = [
+    "PREVIOUS",
+    "REPORT_HTML",
+    "REPORT_JSON",
+    "TEMPLATE",
+    "backend_label",
+    "build_view",
+    "discard_previous",
+    "load_report",
+    "render_html",
+    "report_json",
+    "set_aside_previous",
+    "template_dirs",
+    "template_environment",
+    "write_report",
+]

@@ -636,3 +636,20 @@ def as_result(report: "AuditResult | Mapping[str, Any]") -> AuditResult:
     if isinstance(report, AuditResult):
         return report
     return AuditResult.from_dict(report)
+
+__all__ = [
+    "AttributeSummary",
+    "AuditResult",
+    "DataInfo",
+    "EXPRESSIVITY_REQUIRED",
+    "FAIRNESS_GROUP_REQUIRED",
+    "FAIRNESS_REQUIRED",
+    "FailedImage",
+    "GroupCount",
+    "LayerSummary",
+    "ModelInfo",
+    "REPORT_KINDS",
+    "ReportError",
+    "SCHEMA_VERSION",
+    "as_result",
+]
