@@ -19,8 +19,9 @@ band).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from markupsafe import Markup, escape
 
@@ -535,7 +536,27 @@ def dot_ci_chart(
     out.append("</svg>")
     return Markup("".join(out))
 
+
+def heat_cells(
+    rows: Sequence[str], cols: Sequence[str], index: Mapping[tuple[str, str], Mapping[str, Any]],
+    tip: Callable[[str, str, Mapping[str, Any]], str], *, marked: Callable[[Mapping[str, Any]], bool],
+) -> list[list[HeatCell]]:
+    """Cells of a rows x columns expressivity heatmap from entries keyed (row, column): text = MI in nats,
+    colour = normalised score, `marked(entry)` hatches a cell, `tip(row, column, entry)` is its tooltip."""
+    cells = []
+    for r in rows:
+        line = []
+        for c in cols:
+            e = index.get((r, c))
+            if e is None:
+                line.append(HeatCell(None, "–", f"{r} × {c}: not estimated"))
+            else:
+                line.append(HeatCell(e.get("normalized"), fmt_num(e.get("mi"), 2), tip(r, c, e), marked=marked(e)))
+        cells.append(line)
+    return cells
+
 __all__ = [
+    "heat_cells",
     "ALERT",
     "BAND",
     "BandSeries",

@@ -75,18 +75,11 @@ def expressivity_heatmap(report: Mapping[str, Any]) -> Markup | None:
         layers += [e["layer"]] if e["layer"] not in layers else []
         attrs += [e["attribute"]] if e["attribute"] not in attrs else []
     index = {(e["layer"], e["attribute"]): e for e in entries}
-    cells = []
-    for name in layers:
-        row = []
-        for a in attrs:
-            e = index.get((name, a))
-            if e is None:
-                row.append(charts.HeatCell(None, "–", f"{name} × {a}: not estimated"))
-            else:
-                tip = f"{name} × {a}: MI {charts.fmt_num(e.get('mi'))} nats, normalised {charts.fmt_num(e.get('normalized'), 2)}"
-                row.append(charts.HeatCell(e.get("normalized"), charts.fmt_num(e.get("mi"), 2), tip,
-                                           marked=not above_null(e)))
-        cells.append(row)
+
+    def tip(name: str, a: str, e: Mapping[str, Any]) -> str:
+        return f"{name} × {a}: MI {charts.fmt_num(e.get('mi'))} nats, normalised {charts.fmt_num(e.get('normalized'), 2)}"
+
+    cells = charts.heat_cells(layers, attrs, index, tip, marked=lambda e: not above_null(e))
     return charts.heatmap(layers, attrs, cells, title=f"Expressivity (nats) per layer and attribute{where}")
 
 

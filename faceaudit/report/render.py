@@ -101,26 +101,17 @@ def _expressivity_view(result: AuditResult) -> dict[str, Any]:
     if not index:
         return {"heatmap": None, "depth_charts": [], "rows": []}
 
-    cells = []
-    for name in layers:
-        row = []
-        for a in attrs:
-            e = index.get((name, a))
-            if e is None:
-                row.append(charts.HeatCell(None, "–", f"{name} × {a}: not estimated"))
-                continue
-            tip = (
-                f"{name} × {a}: MI {charts.fmt_num(e['mi'])} nats (95% CI {_ci(e['ci_low'], e['ci_high'])}), "
-                f"probe floor {charts.fmt_num(e.get('probe_mi'))}, null {charts.fmt_num(e['null_mi'])}, normalised {charts.fmt_num(e['normalized'], 2)}, n = {e['n']}; "
-                f"{strength(e)} encoded"
-            )
-            norm = e.get("normalized")
-            row.append(charts.HeatCell(norm, charts.fmt_num(e["mi"], 2), tip, marked=not above_null(e)))
-        cells.append(row)
+    def tip(name: str, a: str, e: Mapping[str, Any]) -> str:
+        return (
+            f"{name} × {a}: MI {charts.fmt_num(e['mi'])} nats (95% CI {_ci(e['ci_low'], e['ci_high'])}), "
+            f"probe floor {charts.fmt_num(e.get('probe_mi'))}, null {charts.fmt_num(e['null_mi'])}, normalised {charts.fmt_num(e['normalized'], 2)}, n = {e['n']}; "
+            f"{strength(e)} encoded"
+        )
+
     heat = charts.heatmap(
         layers,
         attrs,
-        cells,
+        charts.heat_cells(layers, attrs, index, tip, marked=lambda e: not above_null(e)),
         title="Expressivity: mutual information (nats) per layer and attribute; colour = normalised score",
     )
 
