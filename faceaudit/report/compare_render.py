@@ -32,7 +32,7 @@ from typing import Any
 
 from faceaudit.report import charts
 from faceaudit.report.findings import Finding, describe_input, input_findings
-from faceaudit.report.render import backend_label
+from faceaudit.report.render import backend_label, write_pair
 from faceaudit.report.trend_render import (
     SERIES_COLOURS,
     check,
@@ -44,7 +44,6 @@ from faceaudit.report.trend_render import (
     load_json,
     null_band,
     run_warnings,
-    write_pair,
 )
 
 COMPARE_TEMPLATE = "compare.html.j2"

@@ -381,51 +381,55 @@ def report_json(report: AuditResult | Mapping[str, Any]) -> str:
 
 
 def write_report(report: AuditResult | Mapping[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write report.html, report.json and report.md into `out_dir`; return (html_path, json_path).
-
-    Both texts are built before anything is written, neither name may hold a
-    file that is not a faceaudit report, and each file is written atomically; if the HTML cannot be written, the JSON just written is
-    removed again, so a failure never leaves a half report behind.
-    """
-    out = Path(out_dir)
+    """Write report.html, report.json and report.md into `out_dir`; return (html_path, json_path)."""
     text_json = report_json(report)
-    text_html = render_html(json.loads(text_json))
+    return write_pair(text_json, render_html(json.loads(text_json)), out_dir, REPORT_JSON, REPORT_HTML)
+
+
+def write_pair(text_json: str, text_html: str, out_dir: str | os.PathLike[str], json_name: str,
+               html_name: str) -> tuple[Path, Path]:
+    """Write a report's JSON, HTML and Markdown summary into `out_dir`; return (html_path, json_path).
+
+    All three texts are built before anything is written, none of the names may
+    hold a file that is not a faceaudit report, and each file is written
+    atomically; if the HTML cannot be written, the JSON just written is removed
+    again, so a failure never leaves a half report behind.
+    """
     from faceaudit.report.markdown import markdown_name, render_markdown
 
-    text_md = render_markdown(json.loads(text_json))
-    json_path, html_path = out / REPORT_JSON, out / REPORT_HTML
+    out = Path(out_dir)
+    report = json.loads(text_json)
+    text_md = render_markdown(report)
+    json_path, html_path, md_path = out / json_name, out / html_name, out / markdown_name(report)
+    fix = f"Choose a writable output folder ({option('--out', 'out_dir=')})."
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(
-            f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose a writable output folder ({option('--out', 'out_dir=')})."
-        ) from exc
+        raise OutputError(f"Cannot create the report folder {out}: {exc.strerror or exc}. {fix}") from exc
     check_replaceable(json_path, kind="json")
     check_replaceable(html_path, kind="html")
-    check_replaceable(out / markdown_name(json.loads(text_json)), kind="md")
+    check_replaceable(md_path, kind="md")
+    _write_or_explain(json_path, text_json, fix)
     try:
-        atomic_write_text(json_path, text_json)
+        _write_or_explain(html_path, text_html, fix)
     except OutputError:
-        raise
-    except OSError as exc:
-        raise OutputError(f"Cannot write {json_path}: {exc.strerror or exc}. Choose a writable output folder ({option('--out', 'out_dir=')}).") from exc
-    try:
-        atomic_write_text(html_path, text_html)
-    except (OSError, OutputError) as exc:
         try:
             json_path.unlink()
         except OSError:
             log.warning("could not remove %s after a failed write", json_path)
-        if isinstance(exc, OutputError):
-            raise
-        raise OutputError(f"Cannot write {html_path}: {exc.strerror or exc}. Choose a writable output folder ({option('--out', 'out_dir=')}).") from exc
-    md_path = out / markdown_name(json.loads(text_json))
-    try:
-        atomic_write_text(md_path, text_md)
-    except OSError as exc:
-        raise OutputError(f"Cannot write {md_path}: {exc.strerror or exc}. Choose a writable output folder ({option('--out', 'out_dir=')}).") from exc
+        raise
+    _write_or_explain(md_path, text_md, fix)
     log.info("wrote %s, %s and %s", html_path, json_path, md_path)
     return html_path, json_path
+
+
+def _write_or_explain(path: Path, text: str, fix: str) -> None:
+    try:
+        atomic_write_text(path, text)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"Cannot write {path}: {exc.strerror or exc}. {fix}") from exc
 
 
 PREVIOUS = "previous"
@@ -519,6 +523,7 @@ def _too_deep(path: Path, command: str) -> str:
     )
 
 __all__ = [
+    "write_pair",
     "PREVIOUS",
     "REPORT_HTML",
     "REPORT_JSON",

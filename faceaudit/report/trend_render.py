@@ -35,11 +35,9 @@ from typing import Any
 
 import jinja2
 
-from faceaudit._atomic import atomic_write_text, check_replaceable
-from faceaudit.errors import OutputError, option
 from faceaudit.jsonsafe import json_safe as jsonable
 from faceaudit.report import charts
-from faceaudit.report.render import backend_label, template_environment
+from faceaudit.report.render import backend_label, template_environment, write_pair
 from faceaudit.report.findings import (
     Finding,
     above_null,
@@ -78,36 +76,6 @@ def environment() -> jinja2.Environment:
 def dumps(report: Mapping[str, Any]) -> str:
     """The JSON twin's text: indented, key order kept, no NaN or Infinity."""
     return json.dumps(jsonable(report), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-def write_pair(text_json: str, text_html: str, out_dir: str | os.PathLike[str], json_name: str,
-               html_name: str) -> tuple[Path, Path]:
-    """Write the JSON, the HTML, then the Markdown summary atomically; a failed HTML write removes the JSON
-    again. None of the names may hold a file that is not a faceaudit report."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"Cannot create the report folder {out}: {exc.strerror or exc}. Choose a writable output folder ({option('--out', 'out_dir=')}).") from exc
-    json_path, html_path = out / json_name, out / html_name
-    from faceaudit.report.markdown import markdown_name, render_markdown
-
-    report = json.loads(text_json)
-    text_md = render_markdown(report)  # rendered before anything is written
-    check_replaceable(json_path, kind="json")
-    check_replaceable(html_path, kind="html")
-    check_replaceable(out / markdown_name(report), kind="md")
-    atomic_write_text(json_path, text_json)
-    try:
-        atomic_write_text(html_path, text_html)
-    except BaseException:
-        try:
-            json_path.unlink()
-        except OSError:
-            pass
-        raise
-    atomic_write_text(out / markdown_name(report), text_md)
-    return html_path, json_path
 
 
 def _reject_constant(name: str) -> Any:
