@@ -57,6 +57,7 @@ from faceaudit.pipeline import (
     open_models,
     spec_report,
 )
+from faceaudit.report.multi_schema import CompareResult
 from faceaudit.stats import Z_95, comparable_groups, difference, disparity, extremes, se_from_ci
 from faceaudit.trend import difference as trend_difference
 
@@ -80,8 +81,11 @@ class CompareConfig(RunSettings):
     z: float = Z_95
 
 
+@dataclass(frozen=True)
 class CompareOutcome(ReportOutcome):
-    """Where the comparison went, the result dictionary and its headline findings."""
+    """Where the comparison went, its JSON dictionary, its headline findings and the typed result."""
+
+    result: CompareResult
 
 
 # --------------------------------------------------------------------------- differences
@@ -221,9 +225,10 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
     report["expressivity_differences"] = expressivity_differences(report)
     report["fairness_differences"] = fairness_differences(report)
     timings["total_s"] = time.perf_counter() - t0
-    html_path, json_path = write_compare(report, out_dir)
+    result = CompareResult.from_dict(report)
+    html_path, json_path = write_compare(result, out_dir)
     discard_previous(previous)
-    return CompareOutcome(html_path, json_path, report, render_compare_findings(report))
+    return CompareOutcome(html_path, json_path, result.to_dict(), render_compare_findings(result), result)
 
 
 def _fairness_entries(labels: Sequence[str], m: Measured, asked: bool
@@ -304,6 +309,7 @@ def significant_changes(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 __all__ = [
     "CompareConfig",
     "CompareOutcome",
+    "CompareResult",
     "expressivity_differences",
     "fairness_differences",
     "run_compare",

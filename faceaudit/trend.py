@@ -54,6 +54,7 @@ from faceaudit.pipeline import (
     open_models,
     spec_report,
 )
+from faceaudit.report.multi_schema import TrendResult
 from faceaudit.stats import Z_95, se_from_ci
 from faceaudit.stats import difference as _significance
 
@@ -83,8 +84,11 @@ class TrendConfig(RunSettings):
     demo: bool = False
 
 
+@dataclass(frozen=True)
 class TrendOutcome(ReportOutcome):
-    """Where the trend report went, the result dictionary and its headline findings."""
+    """Where the trend report went, its JSON dictionary, its headline findings and the typed result."""
+
+    result: TrendResult
 
 
 # --------------------------------------------------------------------------- significance
@@ -208,9 +212,10 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
     report = _trend_report(config, ckpts, plan, method, focus, m, timings)
     report["trend"] = summarize_trend(report)
     timings["total_s"] = time.perf_counter() - t0
-    html_path, json_path = write_trend(report, out_dir)
+    result = TrendResult.from_dict(report)
+    html_path, json_path = write_trend(result, out_dir)
     discard_previous(previous)
-    return TrendOutcome(html_path, json_path, report, render_trend_findings(report))
+    return TrendOutcome(html_path, json_path, result.to_dict(), render_trend_findings(result), result)
 
 
 def _trend_report(config: TrendConfig, ckpts: Sequence[Path], plan: Plan, method: str, focus: str, m: Measured,
@@ -286,6 +291,7 @@ __all__ = [
     "MatchedLayer",
     "TrendConfig",
     "TrendOutcome",
+    "TrendResult",
     "difference",
     "entry_se",
     "identity_attribute",

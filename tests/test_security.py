@@ -10,6 +10,7 @@ import os
 import struct
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,20 @@ class _Evil:
         return os.system, (f"touch {self.marker}",)
 
 
+def _member(archive: Path, wanted: Callable[[str], bool]) -> tuple[str, bytes]:
+    """The name and bytes of the first member of `archive` whose name `wanted` accepts."""
+    with zipfile.ZipFile(archive) as zf:
+        name = next(n for n in zf.namelist() if wanted(n))
+        return name, zf.read(name)
+
+
+def _refused_without_running(evil: Path, marker: Path, match: str = "refused for safety") -> None:
+    """Opening `evil` raises ModelError matching `match`, and the planted command never ran."""
+    with pytest.raises(ModelError, match=match):
+        open_model(evil)
+    assert not marker.exists()
+
+
 def _evil_pickle(marker: Path) -> bytes:
     buf = io.BytesIO()
     torch.save((_Evil(marker),), buf)
@@ -77,39 +92,31 @@ def test_pt2_with_a_malicious_sample_input_runs_no_code(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "refused for safety" in result.output and "--trust-pickle" in result.output
     assert "data/sample_inputs/model.pt" in result.output
-    with pytest.raises(ModelError, match="trust_pickle=True"):
-        open_model(evil)
-    assert not marker.exists()
+    _refused_without_running(evil, marker, "trust_pickle=True")
 
 
 def test_pt2_with_a_malicious_pickled_weight_runs_no_code(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     good = _export(tmp_path / "good.pt2")
-    with zipfile.ZipFile(good) as zf:
-        name = next(n for n in zf.namelist() if n.endswith("model_weights_config.json"))
-        config = json.loads(zf.read(name))
+    name, raw = _member(good, lambda n: n.endswith("model_weights_config.json"))
+    config = json.loads(raw)
     first = next(iter(config["config"].values()))
     first["use_pickle"] = True
     step = _replace_member(good, "model_weights_config.json", json.dumps(config).encode(), tmp_path / "step.pt2")
     evil = _replace_member(step, f"data/weights/{first['path_name']}", _evil_pickle(marker), tmp_path / "evil.pt2")
-    with pytest.raises(ModelError, match="refused for safety"):
-        open_model(evil)
-    assert not marker.exists()
+    _refused_without_running(evil, marker)
 
 
 def test_pt2_with_code_in_a_symbolic_shape_runs_no_code(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     good = _export(tmp_path / "good.pt2")
-    with zipfile.ZipFile(good) as zf:
-        name = next(n for n in zf.namelist() if "/models/" in n and n.endswith(".json"))
-        text = zf.read(name).decode()
+    name, raw = _member(good, lambda n: "/models/" in n and n.endswith(".json"))
+    text = raw.decode()
     assert '"expr_str"' in text  # the dynamic batch is stored as a symbolic expression
     payload = f"__import__('os').system('touch {marker}')"
     hostile = text.replace('"expr_str": "', '"expr_str": "' + payload.replace("'", "\\u0027") + " + ", 1)
     evil = _replace_member(good, name.split("/", 1)[1], hostile.encode(), tmp_path / "evil.pt2")
-    with pytest.raises(ModelError, match="refused for safety"):
-        open_model(evil)
-    assert not marker.exists()
+    _refused_without_running(evil, marker)
 
 
 @pytest.mark.parametrize("member", ["{prefix}/data/aotinductor/model/model.so", "version"])
@@ -326,7 +333,10 @@ def test_trend_and_compare_pairs_replace_their_own_files_only(tmp_path: Path) ->
     from faceaudit.report.trend_render import dumps, write_pair
 
     text_json = dumps({"schema_version": "1.0", "kind": "trend", "faceaudit_version": __version__,
-                       "settings": {}, "checkpoints": [], "trend": [], "expressivity": []})
+                       "created": "2024-01-01T00:00:00+00:00", "checkpoints": [{"label": "a", "path": "a.npz"}],
+                       "data": {"manifest": "m.csv", "n_images": 0, "n_used": 0, "n_failed": 0, "failed": [],
+                                "attributes": []},
+                       "focus_layer": "final", "layers": [], "expressivity": [], "trend": [], "settings": {"attrs": []}})
     text_html = f'<!DOCTYPE html>\n<html>\n<head>\n<meta name="generator" content="faceaudit {__version__}">\n'
     out = tmp_path / "out"
     write_pair(text_json, text_html, out, "trend.json", "trend.html")

@@ -4,27 +4,12 @@ Same conventions as the audit and trend reports (self-contained HTML, no
 script, CSP meta, autoescaped jinja2 with StrictUndefined, HTML a pure
 function of the JSON, atomic writes).
 
-compare.json schema (``schema_version`` "1.0", ``kind`` "compare")::
-
-    {"schema_version", "kind": "compare", "faceaudit_version", "created", "demo": false,
-     "models": [{"label", "index", "reference": bool, "path", "sha256", "backend", "final_layer", "n_layers",
-                 "input": {...}}],                       # the first model is the reference
-     "data": {... as in trend.json ...},
-     "layer_matching": "name" | "depth",
-     "layers": [{"key", "depth", "names": {model: layer name}, "depths": {model: depth}, "final"}],
-     "expressivity": [{"model", "layer" (key), "layer_name", "attribute", **ExpressivityResult.to_dict()}],
-     "expressivity_differences": [{"layer", "attribute", "model_a", "model_b", "mi_a", "mi_b",
-                                   "delta", "se", "threshold", "significant"}],          # delta = b - a, nats
-     "fairness": [{"model", **VerificationFairnessResult.to_dict()}] | null, "fairness_skipped_reason": str | null,
-     "fairness_differences": [{"attribute", "metric": "fmr" | "fnmr", "quantity": "disparity" | "group rate",
-                               "group" (null for a disparity), "model_a", "model_b", "value_a", "value_b",
-                               "delta", "se", "threshold", "significant", ...}],
-     "warnings", "timings", "settings": {..., "z", "rule"}, "environment"}
+The compare.json layout is `CompareResult` (faceaudit/report/multi_schema.py); every view here
+reads one, built from the JSON by `CompareResult.from_dict` on re-render.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,25 +17,23 @@ from typing import Any
 
 from faceaudit.report import charts
 from faceaudit.report.findings import Finding, describe_input, input_findings
-from faceaudit.report.render import backend_label, write_pair
+from faceaudit.report.multi_schema import CompareResult, as_compare
+from faceaudit.report.render import backend_label
 from faceaudit.report.trend_render import (
     SERIES_COLOURS,
-    check,
     data_view,
     detail_rows,
-    dumps,
     environment,
     header_view,
     load_json,
     null_band,
     run_warnings,
+    write_result,
 )
 
 COMPARE_TEMPLATE = "compare.html.j2"
 COMPARE_JSON = "compare.json"
 COMPARE_HTML = "compare.html"
-REQUIRED = ("schema_version", "kind", "faceaudit_version", "created", "models", "data", "layers", "expressivity",
-            "expressivity_differences", "fairness", "fairness_differences", "settings")
 
 
 def _signed(x: Any, digits: int = 2) -> str:
@@ -64,13 +47,14 @@ def _rate(x: Any) -> str:
     return charts.fmt_rate(x)
 
 
-def compare_findings(report: Mapping[str, Any]) -> list[Finding]:
-    """The comparison's main results in plain words, from the JSON alone."""
+def compare_findings(report: CompareResult | Mapping[str, Any]) -> list[Finding]:
+    """The comparison's main results in plain words, from the result alone."""
+    result = as_compare(report)
     out: list[Finding] = []
-    for m in report["models"]:
+    for m in result.models:
         out += input_findings(m.get("input_check"), str(m["label"]))
-    final = next((l["key"] for l in report["layers"] if l.get("final")), None)
-    diffs = list(report.get("expressivity_differences") or ())
+    final = next((l["key"] for l in result.layers if l.get("final")), None)
+    diffs = result.expressivity_differences
     for d in diffs:
         if not d["significant"] or (final is not None and d["layer"] != final):
             continue
@@ -88,8 +72,7 @@ def compare_findings(report: Mapping[str, Any]) -> list[Finding]:
             f"{n_sig} of {len(diffs)} expressivity differences (all layers and attributes) exceed the combined "
             "uncertainty.",
         ))
-    fdiffs = list(report.get("fairness_differences") or ())
-    for d in fdiffs:
+    for d in result.fairness_differences:
         if d["quantity"] != "disparity" or d["delta"] is None:
             continue
         metric = d["metric"].upper()
@@ -106,56 +89,56 @@ def compare_findings(report: Mapping[str, Any]) -> list[Finding]:
                 f"The {metric} gap between {d['attribute']} groups does not differ beyond the uncertainty between "
                 f"{d['model_b']} ({_rate(d['value_b'])}) and {d['model_a']} ({_rate(d['value_a'])}).",
             ))
-    if report.get("fairness") is None:
+    if result.fairness is None:
         out.append(Finding("info", "fairness",
-                           f"Verification fairness was not compared: {report.get('fairness_skipped_reason')}"))
+                           f"Verification fairness was not compared: {result.fairness_skipped_reason}"))
     return out
 
 
-def render_compare_findings(report: Mapping[str, Any]) -> list[str]:
+def render_compare_findings(report: CompareResult | Mapping[str, Any]) -> list[str]:
     """Findings as one line each, most important first (for the CLI)."""
     order = {"high": 0, "medium": 1, "low": 2, "info": 3}
     fs = sorted(compare_findings(report), key=lambda f: order.get(f.severity, 4))
     return [f"{f.severity.upper()}: {f.text}" for f in fs]
 
 
-def build_compare_view(report: Mapping[str, Any]) -> dict[str, Any]:
+def build_compare_view(report: CompareResult | Mapping[str, Any]) -> dict[str, Any]:
     """Everything compare.html shows, pre-formatted (numbers as strings, charts as SVG markup)."""
-    check(report, "compare", REQUIRED)
-    labels = [str(m["label"]) for m in report["models"]]
-    layers = sorted(report["layers"], key=lambda l: l["depth"])
+    result = as_compare(report)
+    labels = result.labels
+    layers = sorted(result.layers, key=lambda l: l["depth"])
     keys = [l["key"] for l in layers]
-    index = {(e["model"], e["layer"], e["attribute"]): e for e in report["expressivity"]}
-    attrs = [a for a in report["settings"]["attrs"] if any(k[2] == a for k in index)]
-    all_warnings = run_warnings(report, "model")
-    for f in report.get("fairness") or ():
+    index = {(e["model"], e["layer"], e["attribute"]): e for e in result.expressivity}
+    attrs = [a for a in result.settings["attrs"] if any(k[2] == a for k in index)]
+    all_warnings = run_warnings(result, "model")
+    for f in result.fairness or ():
         all_warnings += [(f"{f['model']} · fairness: {f['attribute']}", str(w)) for w in f.get("warnings") or ()]
     return {
         "title": "faceaudit comparison: " + " vs ".join(labels),
-        **header_view(report),
+        **header_view(result),
         "reference": labels[0],
         "labels": labels,
-        "findings": [f.to_dict() for f in compare_findings(report)],
+        "findings": [f.to_dict() for f in compare_findings(result)],
         "panels": _expressivity_panels(index, labels, keys, attrs),
-        "diff_rows": [_difference_row(d) for d in report.get("expressivity_differences") or ()],
+        "diff_rows": [_difference_row(d) for d in result.expressivity_differences],
         "rows": detail_rows(index, attrs, keys, labels, "model"),
-        "fairness": _fairness_view(report) if report.get("fairness") is not None else None,
-        "fairness_skipped_reason": str(report.get("fairness_skipped_reason") or "no reason was recorded"),
+        "fairness": _fairness_view(result) if result.fairness is not None else None,
+        "fairness_skipped_reason": str(result.fairness_skipped_reason or "no reason was recorded"),
         "warnings": all_warnings,
-        "matching": report.get("layer_matching", "name"),
+        "matching": result.layer_matching,
         "models": [
             {"label": str(m["label"]), "path": str(m["path"]), "sha256": str(m.get("sha256") or "–"),
              "backend": backend_label(m), "final_layer": str(m.get("final_layer") or "–"),
              "input": describe_input(m.get("input")),
              "n_layers": m.get("n_layers", "–"), "reference": bool(m.get("reference"))}
-            for m in report["models"]
+            for m in result.models
         ],
         "layers": [
             {"key": l["key"], "depth": f"{l['depth']:.2f}",
              "names": [(lab, l["names"].get(lab, "–"), l.get("depths", {}).get(lab)) for lab in labels]}
             for l in layers
         ],
-        **data_view(report),
+        **data_view(result),
     }
 
 
@@ -189,13 +172,13 @@ def _difference_row(d: Mapping[str, Any]) -> dict[str, Any]:
             "threshold": charts.fmt_num(d["threshold"], 2), "significant": bool(d["significant"])}
 
 
-def _fairness_view(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _fairness_view(result: CompareResult) -> list[dict[str, Any]]:
     """Per fairness attribute: an FMR and an FNMR chart over every model's groups with their differences
     table, and each model's summary line."""
     by_attr: dict[str, list[Mapping[str, Any]]] = {}
-    for f in report["fairness"]:
+    for f in result.fairness or ():
         by_attr.setdefault(str(f["attribute"]), []).append(f)
-    fd = list(report.get("fairness_differences") or ())
+    fd = list(result.fairness_differences)
     fairness = []
     for attr, fs in by_attr.items():
         metrics = [_fairness_metric(attr, metric, fs, fd) for metric in ("fmr", "fnmr")]
@@ -237,24 +220,27 @@ def _fairness_metric(attr: str, metric: str, fs: list[Mapping[str, Any]],
     return {"name": metric.upper(), "svg": svg, "rows": table}
 
 
-def render_compare_html(report: Mapping[str, Any]) -> str:
-    """Render compare.html (inline CSS and SVG, no script, no network) from a comparison dictionary.
+def render_compare_html(report: CompareResult | Mapping[str, Any]) -> str:
+    """Render compare.html (inline CSS and SVG, no script, no network) from a comparison result or compare.json dict.
 
     Deterministic: the same compare.json always gives the byte-identical HTML.
     """
     return environment().get_template(COMPARE_TEMPLATE).render(r=build_compare_view(report))
 
 
-def write_compare(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write compare.json and compare.html (rendered from that JSON text) atomically; returns (html, json)."""
-    text_json = dumps(report)
-    text_html = render_compare_html(json.loads(text_json))
-    return write_pair(text_json, text_html, out_dir, COMPARE_JSON, COMPARE_HTML)
+def write_compare(report: CompareResult | Mapping[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write compare.json, compare.html and compare.md into `out_dir` atomically; returns (html, json) paths."""
+    return write_result(as_compare(report), out_dir, COMPARE_JSON, COMPARE_HTML, render_compare_html)
+
+
+def read_compare(path: str | os.PathLike[str]) -> CompareResult:
+    """Read and validate a compare.json (a file or the folder holding it) into its typed result, e.g. to re-render it."""
+    return load_json(path, "compare", COMPARE_JSON, CompareResult.from_dict, render_compare_html)
 
 
 def load_compare(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check a compare.json (a file or the folder holding it), e.g. to re-render it."""
-    return load_json(path, "compare", COMPARE_JSON, REQUIRED, render_compare_html)
+    """Read and validate a compare.json like `read_compare`, returned as its JSON dictionary."""
+    return read_compare(path).to_dict()
 
 
 __all__ = [
@@ -263,6 +249,7 @@ __all__ = [
     "build_compare_view",
     "compare_findings",
     "load_compare",
+    "read_compare",
     "render_compare_findings",
     "render_compare_html",
     "write_compare",

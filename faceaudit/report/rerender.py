@@ -11,7 +11,14 @@ import json
 import os
 from pathlib import Path
 
+from faceaudit._atomic import write_report_text
 from faceaudit.errors import OutputError, option
+from faceaudit.report.compare_render import COMPARE_HTML, read_compare, render_compare_html
+from faceaudit.report.markdown import markdown_name, render_markdown
+from faceaudit.report.multi_schema import CompareResult, TrendResult
+from faceaudit.report.render import REPORT_HTML, load_report, render_html
+from faceaudit.report.schema import AuditResult
+from faceaudit.report.trend_render import TREND_HTML, read_trend, render_trend_html
 
 __all__ = ["report_kind", "rerender"]
 
@@ -26,22 +33,17 @@ def report_kind(path: Path) -> str:
 
 
 def _render(path: Path, kind: str, fmt: str) -> tuple[str, str]:
-    """(text, default file name) of the report at `path` in `fmt`."""
-    from faceaudit.report import load_report, render_html
-    from faceaudit.report.compare_render import load_compare, render_compare_html
-    from faceaudit.report.trend_render import load_trend, render_trend_html
-
-    if fmt == "md":
-        from faceaudit.report.markdown import markdown_name, render_markdown
-
-        data = (load_trend(path) if kind == "trend" else load_compare(path) if kind == "compare"
-                else load_report(path).to_dict())
-        return render_markdown(data), markdown_name(data)
+    """(text, default file name) of the report at `path` in `fmt`, rendered from its typed result."""
+    result: AuditResult | TrendResult | CompareResult
     if kind == "trend":
-        return render_trend_html(load_trend(path)), "trend.html"
-    if kind == "compare":
-        return render_compare_html(load_compare(path)), "compare.html"
-    return render_html(load_report(path)), "report.html"
+        result, render, html_name = read_trend(path), render_trend_html, TREND_HTML
+    elif kind == "compare":
+        result, render, html_name = read_compare(path), render_compare_html, COMPARE_HTML
+    else:
+        result, render, html_name = load_report(path), render_html, REPORT_HTML
+    if fmt == "md":
+        return render_markdown(result), markdown_name(result.to_dict())
+    return render(result), html_name  # type: ignore[arg-type]
 
 
 def rerender(path: str | Path, out: str | Path | None = None, fmt: str = "html", force: bool = False) -> Path:
@@ -51,8 +53,6 @@ def rerender(path: str | Path, out: str | Path | None = None, fmt: str = "html",
     trend.html, report.md, ...) into; default: beside the JSON. Why a library
     call: `faceaudit report` and a notebook re-render the same way.
     """
-    from faceaudit._atomic import write_report_text
-
     path = Path(path)
     if fmt not in ("html", "md"):
         raise OutputError(f"{option('--format', 'fmt=')} {fmt!r} is not a report format; use html or md.")

@@ -26,7 +26,8 @@ SCHEMA_VERSION = "1.0"
 REPORT_KINDS = ("audit",)
 """Report kinds this version can read and render."""
 
-_FIX = "Regenerate the report with `faceaudit run` (or fix the JSON by hand following docs/report-schema.md)."
+_FIX = ("Regenerate the report with the command that wrote it (`faceaudit run`, `trend` or `compare`), or fix the "
+        "JSON by hand following docs/report-schema.md.")
 
 EXPRESSIVITY_REQUIRED = (
     "layer",

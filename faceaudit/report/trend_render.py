@@ -5,22 +5,8 @@ CSS and SVG, no script, a Content-Security-Policy that forbids everything
 else), jinja2 with autoescape and StrictUndefined, and HTML that is a pure
 function of the JSON, so the same trend.json always gives byte-identical HTML.
 
-trend.json schema (``schema_version`` "1.0", ``kind`` "trend")::
-
-    {"schema_version", "kind": "trend", "faceaudit_version", "created" (ISO 8601), "demo": bool,
-     "checkpoints": [{"label", "index", "path", "sha256", "backend", "final_layer", "input": {...}}],  # training order
-     "data": {"manifest", "n_images", "n_used", "n_failed", "failed": [{"path", "reason"}] (first 20),
-              "attributes": [{"name", "kind", "n_valid", "n_missing", "groups": [{"label", "count"}]}],
-              "identity": {"n_identities", "median_images_per_identity", "n_single_dropped"} | null},
-     "layer_matching": "name" | "depth",
-     "focus_layer": layer key followed across checkpoints,
-     "layers": [{"key", "depth", "names": {checkpoint: layer name}, "depths": {checkpoint: depth}, "final"}],
-     "expressivity": [{"checkpoint", "layer" (key), "layer_name", "attribute", **ExpressivityResult.to_dict()}],
-     "trend": [{"attribute", "layer", "mi": [...], "ci_low": [...], "ci_high": [...], "normalized": [...],
-                "peak", "peak_index", "shape": "rise-then-fall" | "rising" | "falling" | "flat",
-                "rise" | "fall" | "first_to_last": {"delta", "se", "threshold", "significant"}}],
-     "warnings": [str], "timings": {...seconds}, "settings": {..., "z", "rule"}, "environment": {...}}
-
+The trend.json layout is `TrendResult` (faceaudit/report/multi_schema.py); every view here reads
+one, built from the JSON by `TrendResult.from_dict` on re-render.
 All MI values are in nats.
 """
 
@@ -31,7 +17,7 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 
@@ -47,12 +33,12 @@ from faceaudit.report.findings import (
     strength,
     strength_words,
 )
+from faceaudit.report.multi_schema import CompareResult, TrendResult, as_trend
 from faceaudit.report.schema import ReportError
 
 TREND_TEMPLATE = "trend.html.j2"
 TREND_JSON = "trend.json"
 TREND_HTML = "trend.html"
-SUPPORTED_MAJOR = "1"
 
 #: Okabe-Ito colours (colour-blind safe) for several lines in one chart.
 SERIES_COLOURS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000")
@@ -86,12 +72,16 @@ _LAYOUT_ERRORS = (TypeError, KeyError, IndexError, AttributeError, ValueError, A
                   jinja2.TemplateError)
 
 
-def load_json(path: str | os.PathLike[str], kind: str, default_name: str, required: Sequence[str],
-              render: Callable[[Mapping[str, Any]], str] | None = None) -> dict[str, Any]:
-    """Read and check a trend.json / compare.json: valid JSON, the right kind, a supported schema, the keys.
+_Result = TypeVar("_Result", TrendResult, CompareResult)
 
-    With `render`, the file is also rendered once: its nested values are checked by the one code that
-    reads them, so a hand-edited or damaged file is a ReportError naming the file, never a traceback.
+
+def load_json(path: str | os.PathLike[str], kind: str, default_name: str, parse: Callable[[Mapping[str, Any]], _Result],
+              render: Callable[[_Result], str] | None = None) -> _Result:
+    """Read a trend.json / compare.json and build its typed result with `parse` (the schema's `from_dict`).
+
+    A file that is not valid JSON, of another kind or schema version, or that breaks the layout is a
+    ReportError naming the file and the key, never a traceback. With `render`, the result is also
+    rendered once, so anything the schema lets through that the renderer cannot show fails here too.
     """
     p = Path(path)
     if p.is_dir():
@@ -109,33 +99,19 @@ def load_json(path: str | os.PathLike[str], kind: str, default_name: str, requir
             f"{p} is nested too deeply to be a faceaudit report (lists or objects inside one another beyond "
             f"Python's recursion limit); regenerate it with `faceaudit {kind}`."
         ) from None
-    check(data, kind, required, str(p))
+    try:
+        result = parse(data)
+    except ReportError as exc:
+        raise ReportError(f"{p} does not follow the {default_name} layout: {exc}") from None
     if render is not None:
         try:
-            render(data)
+            render(result)
         except _LAYOUT_ERRORS as exc:
             raise ReportError(
                 f"{p} does not follow the {default_name} layout ({type(exc).__name__}: {str(exc)[:200]}); "
                 f"regenerate it with `faceaudit {kind}`."
             ) from None
-    return data
-
-
-def check(data: Any, kind: str, required: Sequence[str], where: str = "report") -> None:
-    """Raise ReportError naming the key when `data` is not a `kind` report of a supported schema."""
-    if not isinstance(data, Mapping):
-        raise ReportError(f"{where}: expected a JSON object, got {type(data).__name__}.")
-    if data.get("kind") != kind:
-        raise ReportError(f"{where}: 'kind' is {data.get('kind')!r}, expected {kind!r}; use the matching command.")
-    version = str(data.get("schema_version", ""))
-    if version.split(".")[0] != SUPPORTED_MAJOR:
-        raise ReportError(
-            f"{where}: schema_version {version!r} is not supported (this faceaudit reads {SUPPORTED_MAJOR}.x); "
-            "regenerate the file or upgrade faceaudit."
-        )
-    missing = [k for k in required if k not in data]
-    if missing:
-        raise ReportError(f"{where}: missing key(s) {', '.join(missing)}; regenerate the file with faceaudit {kind}.")
+    return result
 
 
 def ci_text(lo: Any, hi: Any) -> str:
@@ -222,55 +198,56 @@ def detail_rows(index: Mapping[tuple, Mapping[str, Any]], attrs: Sequence[str], 
     return rows
 
 
-def run_warnings(report: Mapping[str, Any], who: str) -> list[tuple[str, str]]:
+def run_warnings(result: TrendResult | CompareResult, who: str) -> list[tuple[str, str]]:
     """The run's warnings, then each estimate's, labelled by `who` (checkpoint or model), layer and attribute."""
-    out = [("run", str(w)) for w in report.get("warnings") or ()]
-    for e in report["expressivity"]:
+    out = [("run", str(w)) for w in result.warnings]
+    for e in result.expressivity:
         out += [(f"{e[who]} · {e['layer']} × {e['attribute']}", str(w)) for w in e.get("warnings") or ()]
     return out
 
 
-def header_view(report: Mapping[str, Any]) -> dict[str, Any]:
+def header_view(result: TrendResult | CompareResult) -> dict[str, Any]:
     """The report's header: the synthetic-data statement, creation time and versions."""
-    data = report["data"]
+    note = result.data.extra
     return {
-        "synthetic": data.get("statement") if data.get("synthetic") else None,
-        "created": report["created"],
-        "version": report["faceaudit_version"],
-        "schema_version": report["schema_version"],
+        "synthetic": note.get("statement") if note.get("synthetic") else None,
+        "created": result.created,
+        "version": result.faceaudit_version,
+        "schema_version": result.schema_version,
     }
 
 
-def data_view(report: Mapping[str, Any]) -> dict[str, Any]:
+def data_view(result: TrendResult | CompareResult) -> dict[str, Any]:
     """The report's closing sections: data, settings, timings, environment and the glossary."""
-    data = report["data"]
-    ident = data.get("identity")
+    data = result.data
+    ident = jsonable(data.extra.get("identity"))
     return {
-        "data": kv({"manifest": data["manifest"], "images": data["n_images"], "used": data["n_used"],
-                    "failed": data["n_failed"]}),
+        "data": kv({"manifest": data.manifest, "images": data.n_images, "used": data.n_used,
+                    "failed": data.n_failed}),
         "identity": kv(ident) if ident else [],
-        "attributes": list(data.get("attributes") or ()),
-        "failed": list(data.get("failed") or ()),
-        "settings": kv(report["settings"]),
-        "timings": timings_rows(report.get("timings") or {}),
-        "environment": kv({"faceaudit": report["faceaudit_version"], **dict(report.get("environment") or {})}),
+        "attributes": [a.to_dict() for a in data.attributes],
+        "failed": [f.to_dict() for f in data.failed],
+        "settings": kv(result.settings),
+        "timings": timings_rows(result.timings),
+        "environment": kv({"faceaudit": result.faceaudit_version, **dict(result.environment)}),
         "strength_words": glossary_words(),
-        "z": charts.fmt_num(report["settings"].get("z", 1.96)),
+        "z": charts.fmt_num(result.settings.get("z", 1.96)),
     }
 
 
 # --------------------------------------------------------------------------- findings
 
 
-def trend_findings(report: Mapping[str, Any]) -> list[Finding]:
-    """The trend's main results in plain words, from the JSON alone (no new statistics)."""
+def trend_findings(report: TrendResult | Mapping[str, Any]) -> list[Finding]:
+    """The trend's main results in plain words, from the result alone (no new statistics)."""
+    result = as_trend(report)
     out: list[Finding] = []
-    for c in report["checkpoints"]:
+    for c in result.checkpoints:
         out += input_findings(c.get("input_check"), str(c["label"]))
-    z = report["settings"].get("z", 1.96)
-    for t in report.get("trend") or ():
+    z = result.settings.get("z", 1.96)
+    labels = [c["label"] for c in result.checkpoints]
+    for t in result.trend:
         a, peak, mis = t["attribute"], t["peak"], t["mi"]
-        labels = [c["label"] for c in report["checkpoints"]]
         first, last = labels[0], labels[-1]
         shape = t["shape"]
         text = f"{a} at layer {t['layer']} {_SHAPE_WORDS.get(shape, shape)}: {charts.fmt_num(mis[0], 2)} nats at {first}"
@@ -289,9 +266,8 @@ def trend_findings(report: Mapping[str, Any]) -> list[Finding]:
             text += f", {charts.fmt_num(mis[-1], 2)} nats at {last}; highest at {peak} ({charts.fmt_num(mis[t['peak_index']], 2)} nats)."
             sev = "info"
         out.append(Finding(sev, "trend", text))
-    attrs = [t for t in report.get("trend") or () if t["attribute"] != "identity"]
+    attrs = [t for t in result.trend if t["attribute"] != "identity"]
     if attrs:
-        labels = [c["label"] for c in report["checkpoints"]]
         totals = [sum((t["normalized"][i] or 0.0) for t in attrs) for i in range(len(labels))]
         best = min(range(len(labels)), key=lambda i: (totals[i], -i))
         names = ", ".join(t["attribute"] for t in attrs)
@@ -302,16 +278,16 @@ def trend_findings(report: Mapping[str, Any]) -> list[Finding]:
             + (f"; {labels[-1]}: {charts.fmt_num(totals[-1], 2)}" if best != len(labels) - 1 else "")
             + "). Weigh this against recognition accuracy before choosing a checkpoint.",
         ))
-    n_warn = sum(1 for e in report["expressivity"] if e.get("warnings"))
+    n_warn = sum(1 for e in result.expressivity if e.get("warnings"))
     if n_warn:
         out.append(Finding("low", "estimation",
-                           f"{n_warn} of {len(report['expressivity'])} estimates carry warnings (see Warnings)."))
-    if not report.get("trend"):
+                           f"{n_warn} of {len(result.expressivity)} estimates carry warnings (see Warnings)."))
+    if not result.trend:
         out.append(Finding("info", "trend", f"No attribute could be followed across all checkpoints (z = {z})."))
     return out
 
 
-def render_trend_findings(report: Mapping[str, Any]) -> list[str]:
+def render_trend_findings(report: TrendResult | Mapping[str, Any]) -> list[str]:
     """Findings as one line each, most important first (for the CLI)."""
     order = {"high": 0, "medium": 1, "low": 2, "info": 3}
     fs = sorted(trend_findings(report), key=lambda f: order.get(f.severity, 4))
@@ -321,34 +297,34 @@ def render_trend_findings(report: Mapping[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- view
 
 
-def build_trend_view(report: Mapping[str, Any]) -> dict[str, Any]:
+def build_trend_view(report: TrendResult | Mapping[str, Any]) -> dict[str, Any]:
     """Everything trend.html shows, pre-formatted (numbers as strings, charts as SVG markup)."""
-    check(report, "trend", REQUIRED)
-    labels = [str(c["label"]) for c in report["checkpoints"]]
-    focus = report["focus_layer"]
-    layers = [l for l in sorted(report["layers"], key=lambda l: l["depth"])]
+    result = as_trend(report)
+    labels = result.labels
+    focus = result.focus_layer
+    layers = sorted(result.layers, key=lambda l: l["depth"])
     layer_keys = [l["key"] for l in layers]
-    index = {(e["checkpoint"], e["layer"], e["attribute"]): e for e in report["expressivity"]}
-    attrs = [a for a in report["settings"]["attrs"] if any(k[2] == a for k in index)]
+    index = {(e["checkpoint"], e["layer"], e["attribute"]): e for e in result.expressivity}
+    attrs = [a for a in result.settings["attrs"] if any(k[2] == a for k in index)]
     return {
         "title": f"faceaudit trend: {len(labels)} checkpoints",
-        "demo": bool(report.get("demo")),
-        **header_view(report),
+        "demo": result.demo,
+        **header_view(result),
         "focus": focus,
         "labels": labels,
-        "findings": [f.to_dict() for f in trend_findings(report)],
+        "findings": [f.to_dict() for f in trend_findings(result)],
         "overview": _overview_chart(index, labels, focus, attrs),
         "panels": _attribute_panels(index, labels, focus, attrs),
         "heatmaps": _layer_heatmaps(index, labels, layer_keys, attrs) if len(layer_keys) > 1 else [],
-        "trend_rows": [_trend_row(t) for t in report.get("trend") or ()],
+        "trend_rows": [_trend_row(t) for t in result.trend],
         "rows": detail_rows(index, attrs, layer_keys, labels, "checkpoint"),
-        "warnings": run_warnings(report, "checkpoint"),
-        "matching": report.get("layer_matching", "name"),
+        "warnings": run_warnings(result, "checkpoint"),
+        "matching": result.layer_matching,
         "checkpoints": [
             {"label": str(c["label"]), "path": str(c["path"]), "sha256": str(c.get("sha256") or "–"),
              "backend": backend_label(c), "final_layer": str(c.get("final_layer") or "–"),
              "input": describe_input(c.get("input"))}
-            for c in report["checkpoints"]
+            for c in result.checkpoints
         ],
         "layers": [
             {"key": l["key"], "depth": f"{l['depth']:.2f}", "final": bool(l.get("final")),
@@ -356,7 +332,7 @@ def build_trend_view(report: Mapping[str, Any]) -> dict[str, Any]:
             for l in layers
         ],
         "same_names": all(len(set(l["names"].values())) == 1 for l in layers),
-        **data_view(report),
+        **data_view(result),
     }
 
 
@@ -440,31 +416,42 @@ def _delta_text(d: Mapping[str, Any]) -> dict[str, Any]:
             "significant": bool(d["significant"])}
 
 
-REQUIRED = ("schema_version", "kind", "faceaudit_version", "created", "checkpoints", "data", "focus_layer",
-            "layers", "expressivity", "trend", "settings")
-
-
 # --------------------------------------------------------------------------- public API
 
 
-def render_trend_html(report: Mapping[str, Any]) -> str:
-    """Render trend.html (inline CSS and SVG, no script, no network) from a trend report dictionary.
+def write_result(result: _Result, out_dir: str | os.PathLike[str], json_name: str, html_name: str,
+                 render: Callable[[_Result], str]) -> tuple[Path, Path]:
+    """Write a trend's or comparison's JSON, HTML and Markdown atomically; returns (html, json) paths.
+
+    The HTML is rendered from the JSON text just made (parsed back into its typed result), so the
+    written HTML is exactly what re-rendering the written JSON gives.
+    """
+    text_json = dumps(result.to_dict())
+    text_html = render(type(result).from_dict(json.loads(text_json)))
+    return write_pair(text_json, text_html, out_dir, json_name, html_name)
+
+
+def render_trend_html(report: TrendResult | Mapping[str, Any]) -> str:
+    """Render trend.html (inline CSS and SVG, no script, no network) from a trend result or trend.json dict.
 
     Deterministic: the same trend.json always gives the byte-identical HTML.
     """
     return environment().get_template(TREND_TEMPLATE).render(r=build_trend_view(report))
 
 
-def write_trend(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write trend.json and trend.html (rendered from that JSON text) atomically; returns (html, json) paths."""
-    text_json = dumps(report)
-    text_html = render_trend_html(json.loads(text_json))
-    return write_pair(text_json, text_html, out_dir, TREND_JSON, TREND_HTML)
+def write_trend(report: TrendResult | Mapping[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write trend.json, trend.html and trend.md into `out_dir` atomically; returns (html, json) paths."""
+    return write_result(as_trend(report), out_dir, TREND_JSON, TREND_HTML, render_trend_html)
+
+
+def read_trend(path: str | os.PathLike[str]) -> TrendResult:
+    """Read and validate a trend.json (a file or the folder holding it) into its typed result, e.g. to re-render it."""
+    return load_json(path, "trend", TREND_JSON, TrendResult.from_dict, render_trend_html)
 
 
 def load_trend(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check a trend.json (a file or the folder holding it), e.g. to re-render it."""
-    return load_json(path, "trend", TREND_JSON, REQUIRED, render_trend_html)
+    """Read and validate a trend.json like `read_trend`, returned as its JSON dictionary."""
+    return read_trend(path).to_dict()
 
 
 __all__ = [
@@ -472,8 +459,10 @@ __all__ = [
     "TREND_JSON",
     "build_trend_view",
     "load_trend",
+    "read_trend",
     "render_trend_findings",
     "render_trend_html",
     "trend_findings",
+    "write_result",
     "write_trend",
 ]
