@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers import FEATURES_BACKEND, FEATURES_DIST, FEATURES_VERSION, install_plugin
 
 os.environ.setdefault("FACEAUDIT_NO_PROGRESS", "1")
 
@@ -66,3 +70,19 @@ class BundleEmbedder:
 def embed_bundle(mobilefacenet: Path) -> BundleEmbedder:
     """Embed bundle images with MobileFaceNet, reusing every image already embedded in this session."""
     return BundleEmbedder(mobilefacenet)
+
+
+@pytest.fixture(scope="module")
+def feature_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`helpers.FeatureFileBackend` installed as a plugin for one test module; yields its backend name.
+
+    Registered the way every plugin is (a dist-info with a `faceaudit.backends` entry point on sys.path),
+    so faceaudit's own registry finds it and .feats files open without the faceaudit-features plugin.
+    """
+    root = tmp_path_factory.mktemp("feature_backend_site")
+    install_plugin(root, FEATURES_DIST, FEATURES_VERSION, "helpers", {FEATURES_BACKEND: "FeatureFileBackend"})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(root))
+        importlib.invalidate_caches()
+        yield FEATURES_BACKEND
+    importlib.invalidate_caches()

@@ -23,6 +23,7 @@ from faceaudit.cli import main
 from faceaudit.errors import BackendError, FaceAuditError, ModelError
 from faceaudit.features import extract_features
 from faceaudit.testing import BackendCheckError, check_backend
+from helpers import install_plugin
 
 TOY_SOURCE = '''
 from pathlib import Path
@@ -134,16 +135,6 @@ class OldPrecomputed(Toy):
 BROKEN = ("MissingLayer", "WrongRows", "WrongDtype", "NaNs")
 
 
-def _install(root: Path, dist: str, version: str, module: str, source: str, entry_points: dict[str, str]) -> None:
-    """A package on `root` (a sys.path entry): the module and its dist-info with the entry points."""
-    (root / f"{module}.py").write_text(source)
-    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    lines = "\n".join(f"{name} = {module}:{obj}" for name, obj in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[faceaudit.backends]\n{lines}\n")
-
-
 @pytest.fixture()
 def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
     """Install test plugins for one test: `install(dist, version, module, source, {entry: obj})`."""
@@ -153,7 +144,7 @@ def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cal
     modules: list[str] = []
 
     def install(dist: str, version: str, module: str, source: str, entry_points: dict[str, str]) -> None:
-        _install(root, dist, version, module, source, entry_points)
+        install_plugin(root, dist, version, module, entry_points, source)
         modules.append(module)
         importlib.invalidate_caches()
 

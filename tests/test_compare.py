@@ -13,15 +13,17 @@ import pytest
 from faceaudit.compare import CompareConfig, run_compare, significant_changes
 from faceaudit.errors import FaceAuditError
 from faceaudit.report.compare_render import load_compare, render_compare_html
-from helpers import fast_critic, gaussian_mi, write_manifest
+from helpers import fast_critic, gaussian_mi, save_features, write_manifest
 
 FAST = fast_critic(max_steps=300, min_steps=50)
 
 
 @pytest.fixture(scope="module")
-def synthetic_compare(tmp_path_factory: pytest.TempPathFactory):
-    """Two 'models' with different layer lists; B encodes age less at its final layer and separates group b worse."""
-    pytest.importorskip("faceaudit_features")
+def synthetic_compare(tmp_path_factory: pytest.TempPathFactory, feature_backend: str):
+    """Two 'models' with different layer lists; B encodes age less at its final layer and separates group b worse.
+
+    The models are .feats files of known features, read by the test backend (helpers.FeatureFileBackend).
+    """
     root = tmp_path_factory.mktemp("compare_synth")
     rng = np.random.default_rng(11)
     n_id, per = 200, 5
@@ -51,11 +53,9 @@ def synthetic_compare(tmp_path_factory: pytest.TempPathFactory):
         x[:, 0] = rho * age + math.sqrt(1 - rho**2) * rng.normal(size=len(ids))
         return x.astype(np.float32)
 
-    a = root / "model_a.npz"
-    np.savez(a, early=noise_layer(0.5), embedding=emb(0.8, 1.0), paths=np.array(paths))
-    b = root / "model_b.npz"
-    np.savez(b, conv1=noise_layer(0.5), conv2=noise_layer(0.5), conv3=noise_layer(0.5),
-             embedding=emb(0.3, 0.35), paths=np.array(paths))
+    a = save_features(root / "model_a.feats", paths, early=noise_layer(0.5), embedding=emb(0.8, 1.0))
+    b = save_features(root / "model_b.feats", paths, conv1=noise_layer(0.5), conv2=noise_layer(0.5),
+                      conv3=noise_layer(0.5), embedding=emb(0.3, 0.35))
     out = run_compare(CompareConfig(
         models=[a, b], labels=["before", "after"], manifest=manifest, attrs="age:continuous,group",
         layers="auto", estimator="entropy", seeds=2, device="cpu", target_fmr=1e-2, fairness_attrs=["group"],

@@ -11,9 +11,10 @@ from faceaudit.compare import CompareConfig, run_compare
 from faceaudit.errors import InputError
 from faceaudit.pipeline import MIN_READABLE_IMAGES
 from faceaudit.trend import TrendConfig, run_trend
-from helpers import fast_critic, write_manifest
+from helpers import fast_critic, save_features, write_manifest
 
-pytest.importorskip("faceaudit_features")  # the precomputed-features backend plugin reads the .npz checkpoints
+#: The checkpoints are .feats files of known features, read by the test backend (helpers.FeatureFileBackend).
+pytestmark = pytest.mark.usefixtures("feature_backend")
 
 FAST = fast_critic(max_steps=60, min_steps=20)
 
@@ -32,9 +33,7 @@ def _checkpoints(root: Path, n: int, n_models: int = 2) -> tuple[Path, list[Path
     files = []
     for k in range(n_models):
         emb = np.c_[age + rng.normal(size=n), rng.normal(size=(n, 3))].astype(np.float32)
-        f = root / f"step_{k}.npz"
-        np.savez(f, embedding=emb, paths=np.array([str(p) for p in paths]))
-        files.append(f)
+        files.append(save_features(root / f"step_{k}.feats", paths, embedding=emb))
     return manifest, files
 
 
@@ -61,3 +60,14 @@ def test_trend_stops_below_the_audits_minimum_of_readable_images(tmp_path: Path)
     manifest, files = _checkpoints(tmp_path, MIN_READABLE_IMAGES - 1)
     with pytest.raises(InputError, match=f"Only {MIN_READABLE_IMAGES - 1} of .* read by every checkpoint"):
         _trend(manifest, files, tmp_path / "out")
+
+
+def test_the_test_backend_keeps_the_backend_contract(tmp_path: Path, feature_backend: str) -> None:
+    from faceaudit.testing import CHECKS, check_backend
+    from helpers import FeatureFileBackend
+
+    rng = np.random.default_rng(0)
+    paths = [str(tmp_path / f"img_{i}.jpg") for i in range(9)]
+    f = save_features(tmp_path / "m.feats", paths, mid=rng.normal(size=(9, 5)).astype(np.float32),
+                      embedding=rng.normal(size=(9, 3)).astype(np.float32))
+    assert check_backend(FeatureFileBackend, f, paths=paths) == list(CHECKS)

@@ -12,9 +12,10 @@ import pytest
 from faceaudit.errors import FaceAuditError, InputError
 from faceaudit.report.trend_render import load_trend, render_trend_html
 from faceaudit.trend import TrendConfig, model_labels, run_trend
-from helpers import fast_critic, gaussian_mi, write_manifest
+from helpers import fast_critic, gaussian_mi, save_features, write_manifest
 
-pytest.importorskip("faceaudit_features")  # the precomputed-features backend plugin reads the .npz checkpoints
+#: The checkpoints are .feats files of known features, read by the test backend (helpers.FeatureFileBackend).
+pytestmark = pytest.mark.usefixtures("feature_backend")
 
 N = 1500
 # Correlation of the followed layer with age per checkpoint: rises, then falls.
@@ -41,7 +42,7 @@ def _images(folder: Path, n: int) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def synthetic(tmp_path_factory: pytest.TempPathFactory, feature_backend: str) -> dict:
     """Four 'checkpoints' (precomputed features) whose age information is known in closed form."""
     root = tmp_path_factory.mktemp("trend_synth")
     rng = np.random.default_rng(123)
@@ -50,10 +51,8 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict:
     manifest = write_manifest(root / "faces.csv", [{"path": str(p), "age": f"{a:.6f}"} for p, a in zip(paths, age)])
     ckpts = []
     for k, (rf, rm) in enumerate(zip(RHO_FINAL, RHO_MID)):
-        f = root / f"step_{k * 1000:05d}.npz"
-        np.savez(f, mid=_layer(rng, age, rm), embedding=_layer(rng, age, rf),
-                 paths=np.array([str(p) for p in paths]))
-        ckpts.append(f)
+        ckpts.append(save_features(root / f"step_{k * 1000:05d}.feats", paths, mid=_layer(rng, age, rm),
+                                   embedding=_layer(rng, age, rf)))
     return {"root": root, "manifest": manifest, "checkpoints": ckpts}
 
 
@@ -130,9 +129,7 @@ def test_trend_identity_with_few_images_warns(tmp_path: Path) -> None:
     ckpts = []
     for k, scale in enumerate((0.0, 1.0, 3.0)):
         emb = scale * np.vstack([centres[ids], centres[:1]]) + rng.normal(size=(len(rows), 6))
-        f = tmp_path / f"ck{k}.npz"
-        np.savez(f, embedding=emb.astype(np.float32), paths=np.array(all_paths))
-        ckpts.append(f)
+        ckpts.append(save_features(tmp_path / f"ck{k}.feats", all_paths, embedding=emb.astype(np.float32)))
     out = run_trend(TrendConfig(
         checkpoints=ckpts, labels=["0", "10k", "20k"], manifest=manifest, attrs="identity,sex", layers="final",
         estimator="entropy", seeds=1, device="cpu", out_dir=tmp_path / "out", progress=False, estimator_options=FAST,
