@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,34 @@ def _spec_options(channel_order: str | None, mean: str | None, std: str | None,
                           names=_SPEC_FLAG_NAMES)
 
 
+def _many_model_settings(flags: Mapping[str, Any]) -> dict[str, Any]:
+    """The config keywords of `trend` and `compare` from their flags: the shared flags converted as every run
+    converts them (labels, layers, input specs, executor, progress), the others passed on by name."""
+    f = dict(flags)
+    f.pop("fail_on")
+    quiet = f.pop("quiet")
+    f.update(
+        labels=_split(f.pop("labels")) or None,
+        layers=f.pop("layers_spec"),
+        progress=False if quiet else None,
+        executor_options=_executor_options(f.pop("executor"), f.pop("ray_address"), f.pop("ray_actors")),
+        backend_options=_spec_options(f.pop("channel_order"), f.pop("mean"), f.pop("std"), f.pop("input_size")),
+        input_specs=_per_model_specs(f.pop("input_specs")),
+    )
+    if "fairness_attrs" in f:
+        f["fairness_attrs"] = _split(f["fairness_attrs"]) or None
+    return f
+
+
+def _run_many_models(config_cls: Callable[..., Any], run: Callable[[Any], Any], flags: Mapping[str, Any],
+                     **models: Any) -> None:
+    """Build the `trend` or `compare` config from its flags and `models`, run it, and report as every command does."""
+    config = config_cls(**models, **_many_model_settings(flags))
+    with _quiet_logging(bool(flags["quiet"])):
+        outcome = run(config)
+    _finish(outcome, flags["fail_on"])
+
+
 def _per_model_specs(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """--input-spec MODEL=FILE values -> {MODEL: spec keys}; each FILE read and validated now."""
     from faceaudit.backends.spec import read_spec_file
@@ -393,13 +421,7 @@ Examples:
 @_input_spec_flags(per_model=True)
 @_executor_flags
 @_pipeline_flags
-def trend(checkpoints: tuple[Path, ...], manifest: Path | None, attrs: str, labels: str | None, layer: str,
-          layers_spec: str, estimator: str, identity_estimator: str, seeds: int | None, device: str,
-          out_dir: Path, quick: bool, pooling: str, batch_size: int, align: bool, backend: str | None,
-          cache_dir: Path | None, max_images: int | None, strict: bool, seed: int, trust_pickle: bool,
-          channel_order: str | None, mean: str | None, std: str | None, input_size: str | None,
-          input_specs: tuple[str, ...], executor: str, ray_address: str | None, ray_actors: int | None,
-          n_faces: int | None, fail_on: str | None, quiet: bool) -> None:
+def trend(checkpoints: tuple[Path, ...], **flags: Any) -> None:
     """Follow expressivity across training CHECKPOINTS (in training order); write trend.html and trend.json.
 
     As a face network trains, the information its final layer holds about yaw,
@@ -411,19 +433,7 @@ def trend(checkpoints: tuple[Path, ...], manifest: Path | None, attrs: str, labe
     """
     from faceaudit.trend import TrendConfig, run_trend
 
-    config = TrendConfig(
-        checkpoints=list(checkpoints), manifest=manifest, attrs=attrs, labels=_split(labels) or None,
-        layer=layer, layers=layers_spec, estimator=estimator, identity_estimator=identity_estimator,
-        seeds=seeds, device=device, out_dir=out_dir, quick=quick, pooling=pooling, batch_size=batch_size,
-        align=align, backend=backend, cache_dir=cache_dir, max_images=max_images, strict=strict, seed=seed,
-        trust_pickle=trust_pickle, executor_options=_executor_options(executor, ray_address, ray_actors),
-        n_faces=n_faces, progress=False if quiet else None,
-        backend_options=_spec_options(channel_order, mean, std, input_size),
-        input_specs=_per_model_specs(input_specs),
-    )
-    with _quiet_logging(quiet):
-        outcome = run_trend(config)
-    _finish(outcome, fail_on)
+    _run_many_models(TrendConfig, run_trend, flags, checkpoints=list(checkpoints))
 
 
 _COMPARE_EPILOG = """\b
@@ -464,13 +474,7 @@ Examples:
 @_input_spec_flags(per_model=True)
 @_executor_flags
 @_pipeline_flags
-def compare(models: tuple[Path, ...], manifest: Path | None, attrs: str, labels: str | None, layers_spec: str,
-            estimator: str, identity_estimator: str, seeds: int | None, device: str, target_fmr: float,
-            fairness_attrs: str | None, z: float, out_dir: Path, quick: bool, pooling: str, batch_size: int,
-            align: bool, backend: str | None, cache_dir: Path | None, max_images: int | None, strict: bool,
-            seed: int, trust_pickle: bool, channel_order: str | None, mean: str | None, std: str | None,
-            input_size: str | None, input_specs: tuple[str, ...], executor: str, ray_address: str | None,
-            ray_actors: int | None, n_faces: int | None, fail_on: str | None, quiet: bool) -> None:
+def compare(models: tuple[Path, ...], **flags: Any) -> None:
     """Compare MODELS side by side on the same faces; write compare.html and compare.json.
 
     Expressivity per matched layer and attribute, verification error rates per
@@ -480,20 +484,7 @@ def compare(models: tuple[Path, ...], manifest: Path | None, attrs: str, labels:
     """
     from faceaudit.compare import CompareConfig, run_compare
 
-    config = CompareConfig(
-        models=list(models), manifest=manifest, attrs=attrs, labels=_split(labels) or None, layers=layers_spec,
-        estimator=estimator, identity_estimator=identity_estimator, seeds=seeds, device=device,
-        target_fmr=target_fmr, fairness_attrs=_split(fairness_attrs) or None, z=z, out_dir=out_dir,
-        quick=quick, pooling=pooling, batch_size=batch_size, align=align, backend=backend, cache_dir=cache_dir,
-        max_images=max_images, strict=strict, seed=seed, trust_pickle=trust_pickle,
-        executor_options=_executor_options(executor, ray_address, ray_actors),
-        n_faces=n_faces, progress=False if quiet else None,
-        backend_options=_spec_options(channel_order, mean, std, input_size),
-        input_specs=_per_model_specs(input_specs),
-    )
-    with _quiet_logging(quiet):
-        outcome = run_compare(config)
-    _finish(outcome, fail_on)
+    _run_many_models(CompareConfig, run_compare, flags, models=list(models))
 
 
 @main.command(epilog="\b\nExamples:\n  faceaudit layers model.onnx\n  faceaudit layers model.pt2 --json\n"
