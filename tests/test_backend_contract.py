@@ -401,16 +401,18 @@ def test_python_dash_m_faceaudit() -> None:
     assert done.stdout.strip() == f"faceaudit, version {__version__}"
 
 
-def test_readme_plugin_example_is_the_tested_plugin() -> None:
-    """The README's copy-pasteable plugin is, file for file, the package CI installs and tests."""
+def test_plugin_guide_example_is_the_tested_plugin() -> None:
+    """docs/plugins.md's copy-pasteable plugin is, file for file, the package CI installs and tests, and the
+    README's set-up installs it as CI does."""
     repo = Path(__file__).resolve().parents[1]
     readme = (repo / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### Writing a backend plugin", 1)[1].split("\n## ", 1)[0]
-    blocks = [b.split("\n", 1)[1] for b in section.split("```")[1::2]]
+    assert "(docs/plugins.md)" in readme  # the README's plugin section points to the guide
+    guide = (repo / "docs" / "plugins.md").read_text(encoding="utf-8")
+    blocks = [b.split("\n", 1)[1] for b in guide.split("```")[1::2]]
     plugin = repo / "plugins" / "faceaudit-example-backend"
     for rel in ("pyproject.toml", "faceaudit_example_backend/__init__.py", "tests/test_pcaface.py"):
         text = (plugin / rel).read_text(encoding="utf-8")
-        assert text in blocks, f"README's 'Writing a backend plugin' lacks an exact copy of {rel}"
+        assert text in blocks, f"docs/plugins.md lacks an exact copy of {rel}"
     ci = (repo / ".ci" / "run").read_text(encoding="utf-8")
     install = next(l for l in ci.splitlines() if l.startswith("pip install") and "-e" in l)
     assert "./plugins/faceaudit-example-backend" in install
