@@ -31,32 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from faceaudit import __version__
 from faceaudit.backends.selection import match_layers
-from faceaudit.errors import InputError
-from faceaudit.pipeline import (
-    CRITIC_CPU_THREADS,
-    SCHEMA_VERSION,
-    FairnessRequest,
-    Measured,
-    Plan,
-    ReportOutcome,
-    RunSettings,
-    cache_root,
-    check_out_dir,
-    created_now,
-    data_section,
-    environment_versions,
-    expressivity_entries,
-    layers_spec,
-    load_inputs,
-    measure,
-    model_cache_dir,
-    model_labels,
-    model_provenance,
-    open_models,
-    spec_report,
-)
+from faceaudit.pipeline import FairnessRequest, Measured, Plan, ReportOutcome, RunSettings, layers_spec
+from faceaudit.pipeline.many import many_report, measure_many, measured_attrs, open_many
 from faceaudit.report.multi_schema import CompareResult
 from faceaudit.stats import Z_95, comparable_groups, difference, disparity, extremes, se_from_ci
 from faceaudit.trend import difference as trend_difference
@@ -190,21 +167,14 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
     """
     from faceaudit.report.compare_render import COMPARE_HTML, COMPARE_JSON, render_compare_findings, write_compare
     from faceaudit.report.markdown import MARKDOWN_NAMES
-    from faceaudit.report.render import discard_previous, set_aside_previous
+    from faceaudit.report.render import discard_previous
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     out_dir = Path(config.out_dir)
-    outputs = (COMPARE_HTML, COMPARE_JSON, MARKDOWN_NAMES["compare"])
-    check_out_dir(out_dir, outputs)
-    previous = set_aside_previous(out_dir, outputs)
-    files = [Path(p) for p in config.models]
-    if len(files) < 2:
-        raise InputError(f"A comparison needs at least two models; got {len(files)}. The first is the reference.")
-    labels = model_labels(files, config.labels, "model")
-    models = open_models(files, labels, backend=config.backend, backend_options=config.backend_options,
-                         trust_pickle=config.trust_pickle, input_specs=config.input_specs)
-    config, inputs = load_inputs(config, models[0].input_spec, out_dir)
+    config, files, labels, models, inputs, previous = open_many(
+        config, config.models, "model", (COMPARE_HTML, COMPARE_JSON, MARKDOWN_NAMES["compare"]),
+        "A comparison needs at least two models; got {n}. The first is the reference.")
     extra = ["final"] if inputs.manifest.identities is not None else []
     layer_rows, method = match_layers(models, labels, config.layers, extra=extra)
     if method == "depth":
@@ -216,11 +186,8 @@ def run_compare(config: CompareConfig) -> CompareOutcome:
 
     fairness_attrs = list(config.fairness_attrs or [a for a in inputs.manifest.attributes if a != "identity"])
     request = FairnessRequest(fairness_attrs, config.target_fmr, config.seed) if fairness_attrs else None
-    root = cache_root(config, out_dir)
-    plan = Plan(models, labels, layer_rows, inputs, [model_cache_dir(root, i, lab) for i, lab in enumerate(labels)],
-                what="model")
-    m = measure(plan, config, identity_estimator=config.identity_estimator, fairness=request, check_inputs_of=labels,
-                cpu_threads=CRITIC_CPU_THREADS, timings=timings)
+    plan, m = measure_many(config, models, labels, layer_rows, inputs, "model", timings,
+                           identity_estimator=config.identity_estimator, fairness=request, check_inputs_of=labels)
     report = _compare_report(config, files, plan, method, fairness_attrs, m, timings)
     report["expressivity_differences"] = expressivity_differences(report)
     report["fairness_differences"] = fairness_differences(report)
@@ -248,34 +215,16 @@ def _fairness_entries(labels: Sequence[str], m: Measured, asked: bool
 def _compare_report(config: CompareConfig, files: Sequence[Path], plan: Plan, method: str,
                     fairness_attrs: list[str], m: Measured, timings: dict[str, float]) -> dict[str, Any]:
     """The comparison's report dictionary (the JSON schema) from what the pipeline measured; differences after."""
-    labels, inputs, identity = plan.labels, plan.inputs, m.identity
-    fairness, reason = _fairness_entries(labels, m, bool(fairness_attrs))
-    attr_names = [a for a in inputs.manifest.attributes if a != "identity" or identity is not None]
+    fairness, reason = _fairness_entries(plan.labels, m, bool(fairness_attrs))
+    identity = m.identity
     return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "compare",
-        "faceaudit_version": __version__,
-        "created": created_now(),
-        "demo": False,
-        "models": [
-            {"label": lab, "index": i, "reference": i == 0, "path": str(p), "sha256": mod.sha256,
-             "backend": mod.backend_name, **model_provenance(mod), "final_layer": mod.final_layer,
-             "n_layers": len(mod.layers()), "input": spec_report(mod),
-             "input_check": {"model": lab, **m.input_checks[lab]} if lab in m.input_checks else None}
-            for i, (lab, p, mod) in enumerate(zip(labels, files, plan.models))
-        ],
-        "data": data_section(config, inputs, m, identity=True),
-        "layer_matching": method,
-        "layers": [r.to_dict() for r in sorted(plan.layer_rows, key=lambda r: r.depth)],
-        "expressivity": expressivity_entries(m.results, attr_names, plan.layer_rows, labels, what="model"),
+        **many_report(config, files, plan, method, m, timings, kind="compare", demo=False),
         "expressivity_differences": [],
         "fairness": fairness,
         "fairness_skipped_reason": reason,
         "fairness_differences": [],
-        "warnings": inputs.warnings + list(getattr(inputs.manifest, "warnings", []) or []),
-        "timings": timings,
         "settings": {
-            "attrs": attr_names,
+            "attrs": measured_attrs(plan.inputs, m),
             "layers_spec": layers_spec(config),
             "estimator": config.estimator,
             "identity_estimator": config.identity_estimator if identity is not None else None,
@@ -294,9 +243,6 @@ def _compare_report(config: CompareConfig, files: Sequence[Path], plan: Plan, me
                     "estimate is its own, se of an error rate is its 95% bootstrap CI width / (2 * 1.96), se of a "
                     "disparity (worst - best group) combines the two groups'",
         },
-        "environment": environment_versions(
-            m.results.values(), plan.models,
-            [config.estimator] + ([config.identity_estimator] if identity is not None else [])),
     }
 
 

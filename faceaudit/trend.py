@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from faceaudit import __version__
 from faceaudit.backends.selection import MatchedLayer, match_layers
 from faceaudit.errors import InputError, option
 from faceaudit.pipeline import (
@@ -38,22 +37,12 @@ from faceaudit.pipeline import (
     Plan,
     ReportOutcome,
     RunSettings,
-    cache_root,
-    check_out_dir,
-    created_now,
-    data_section,
-    environment_versions,
-    expressivity_entries,
     identity_attribute,
     layers_spec,
-    load_inputs,
-    measure,
-    model_cache_dir,
     model_labels,
-    model_provenance,
     open_models,
-    spec_report,
 )
+from faceaudit.pipeline.many import many_report, measure_many, measured_attrs, open_many
 from faceaudit.report.multi_schema import TrendResult
 from faceaudit.stats import Z_95, se_from_ci
 from faceaudit.stats import difference as _significance
@@ -173,22 +162,15 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
     """
     from faceaudit.backends import select_layers
     from faceaudit.report.markdown import MARKDOWN_NAMES
-    from faceaudit.report.render import discard_previous, set_aside_previous
+    from faceaudit.report.render import discard_previous
     from faceaudit.report.trend_render import TREND_HTML, TREND_JSON, render_trend_findings, write_trend
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     out_dir = Path(config.out_dir)
-    outputs = (TREND_HTML, TREND_JSON, MARKDOWN_NAMES["trend"])
-    check_out_dir(out_dir, outputs)
-    previous = set_aside_previous(out_dir, outputs)
-    ckpts = [Path(p) for p in config.checkpoints]
-    if len(ckpts) < 2:
-        raise InputError(f"A trend needs at least two checkpoints; got {len(ckpts)}. Pass them in training order.")
-    labels = model_labels(ckpts, config.labels, "checkpoint")
-    models = open_models(ckpts, labels, backend=config.backend, backend_options=config.backend_options,
-                         trust_pickle=config.trust_pickle, input_specs=config.input_specs)
-    config, inputs = load_inputs(config, models[0].input_spec, out_dir)
+    config, ckpts, labels, models, inputs, previous = open_many(
+        config, config.checkpoints, "checkpoint", (TREND_HTML, TREND_JSON, MARKDOWN_NAMES["trend"]),
+        "A trend needs at least two checkpoints; got {n}. Pass them in training order.")
     focus_names = select_layers(models[0], config.layer)
     if len(focus_names) != 1:
         raise InputError(
@@ -204,11 +186,8 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
         )
     timings["load_s"] = time.perf_counter() - t0
 
-    root = cache_root(config, out_dir)
-    plan = Plan(models, labels, layer_rows, inputs, [model_cache_dir(root, i, lab) for i, lab in enumerate(labels)],
-                what="checkpoint")
-    m = measure(plan, config, identity_estimator=config.identity_estimator, check_inputs_of=labels[-1:],
-                cpu_threads=CRITIC_CPU_THREADS, timings=timings)
+    plan, m = measure_many(config, models, labels, layer_rows, inputs, "checkpoint", timings,
+                           identity_estimator=config.identity_estimator, check_inputs_of=labels[-1:])
     report = _trend_report(config, ckpts, plan, method, focus, m, timings)
     report["trend"] = summarize_trend(report)
     timings["total_s"] = time.perf_counter() - t0
@@ -221,30 +200,13 @@ def run_trend(config: TrendConfig) -> TrendOutcome:
 def _trend_report(config: TrendConfig, ckpts: Sequence[Path], plan: Plan, method: str, focus: str, m: Measured,
                   timings: dict[str, float]) -> dict[str, Any]:
     """The trend's report dictionary (the JSON schema) from what the pipeline measured; `trend` filled after."""
-    labels, inputs, identity = plan.labels, plan.inputs, m.identity
-    attr_names = [a for a in inputs.manifest.attributes if a != "identity" or identity is not None]
+    identity = m.identity
     return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "trend",
-        "faceaudit_version": __version__,
-        "created": created_now(),
-        "demo": config.demo,
-        "checkpoints": [
-            {"label": lab, "index": i, "path": str(p), "sha256": mod.sha256, "backend": mod.backend_name,
-             **model_provenance(mod), "final_layer": mod.final_layer, "input": spec_report(mod),
-             "input_check": {"model": lab, **m.input_checks[lab]} if lab in m.input_checks else None}
-            for i, (lab, p, mod) in enumerate(zip(labels, ckpts, plan.models))
-        ],
-        "data": data_section(config, inputs, m, identity=True),
-        "layer_matching": method,
+        **many_report(config, ckpts, plan, method, m, timings, kind="trend", demo=config.demo),
         "focus_layer": focus,
-        "layers": [r.to_dict() for r in sorted(plan.layer_rows, key=lambda r: r.depth)],
-        "expressivity": expressivity_entries(m.results, attr_names, plan.layer_rows, labels, what="checkpoint"),
         "trend": [],
-        "warnings": inputs.warnings + list(getattr(inputs.manifest, "warnings", []) or []),
-        "timings": timings,
         "settings": {
-            "attrs": attr_names,
+            "attrs": measured_attrs(plan.inputs, m),
             "layer": config.layer,
             "layers_spec": layers_spec(config),
             "estimator": config.estimator,
@@ -260,9 +222,6 @@ def _trend_report(config: TrendConfig, ckpts: Sequence[Path], plan: Plan, method
             "z": config.z,
             "rule": "a rise or fall counts when |difference| > z * sqrt(se_1^2 + se_2^2) (se from each estimate)",
         },
-        "environment": environment_versions(
-            m.results.values(), plan.models,
-            [config.estimator] + ([config.identity_estimator] if identity is not None else [])),
     }
 
 

@@ -36,6 +36,7 @@ from typing import Any
 from faceaudit import stats
 from faceaudit.report.charts import fmt_num, fmt_rate, fmt_sci
 from faceaudit.report.schema import AuditResult, as_result
+from faceaudit.spec_check import check_message
 
 STRONG = 0.40
 """Normalised score at or above which an attribute is 'strongly' encoded (if above the null)."""
@@ -354,8 +355,6 @@ def _data_findings(result: AuditResult) -> list[Finding]:
 def input_findings(check: Any, label: str | None = None) -> list[Finding]:
     """HIGH when another channel order or normalisation separates faces clearly better (see spec_check);
     INFO when the spec could not be checked. `label` names the model in a trend or comparison."""
-    from faceaudit.spec_check import check_message
-
     if not isinstance(check, Mapping):
         return []
     msg = check_message(check, label)

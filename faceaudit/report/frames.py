@@ -18,6 +18,7 @@ from markupsafe import Markup, escape
 
 from faceaudit.report import charts
 from faceaudit.report.findings import above_null
+from faceaudit.report.gate import findings_of
 
 #: Fields of a fairness entry repeated on each of its group rows (the rest are nested summaries).
 FAIRNESS_ENTRY_FIELDS: tuple[str, ...] = ("model", "attribute", "target_fmr", "threshold")
@@ -85,8 +86,6 @@ def expressivity_heatmap(report: Mapping[str, Any]) -> Markup | None:
 
 def notebook_html(report: Mapping[str, Any], where: str | None = None) -> str:
     """The findings and the expressivity heatmap as an HTML fragment for Jupyter (text escaped)."""
-    from faceaudit.report.gate import findings_of
-
     data = report.get("data") or {}
     parts = [f"<div class=\"faceaudit-summary\"><p><strong>faceaudit {escape(report.get('kind', 'audit'))}</strong>"
              + (f" · <code>{escape(where)}</code>" if where else "") + "</p>"]

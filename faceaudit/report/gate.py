@@ -7,10 +7,15 @@ dictionary alone, with the same findings the HTML shows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from faceaudit.report.findings import SEVERITIES, Finding
+from faceaudit.report.compare_render import compare_findings
+from faceaudit.report.findings import SEVERITIES, Finding, compute_findings
+from faceaudit.report.trend_render import trend_findings
+
+#: The findings of each report kind (an unknown kind is read as an audit, whose loader names the problem).
+_FINDINGS: dict[str, Callable[[Any], list[Finding]]] = {"trend": trend_findings, "compare": compare_findings}
 
 #: Levels `--fail-on` accepts, most severe first (`info` findings never fail a run).
 FAIL_LEVELS: tuple[str, ...] = ("high", "medium", "low")
@@ -18,13 +23,7 @@ FAIL_LEVELS: tuple[str, ...] = ("high", "medium", "low")
 
 def findings_of(report: Mapping[str, Any]) -> list[Finding]:
     """The findings of a report of any kind, most severe first (stable within a severity)."""
-    kind = report.get("kind", "audit")
-    if kind == "trend":
-        from faceaudit.report.trend_render import trend_findings as compute
-    elif kind == "compare":
-        from faceaudit.report.compare_render import compare_findings as compute
-    else:
-        from faceaudit.report.findings import compute_findings as compute
+    compute = _FINDINGS.get(str(report.get("kind", "audit")), compute_findings)
     items = list(compute(report))
     return sorted(items, key=lambda f: SEVERITIES.index(f.severity) if f.severity in SEVERITIES else len(SEVERITIES))
 

@@ -26,6 +26,8 @@ import jinja2
 from faceaudit._atomic import atomic_write_text
 from faceaudit.report import charts
 from faceaudit.report.findings import strength
+from faceaudit.report.gate import findings_of
+from faceaudit.report.render import template_dirs
 
 TEMPLATE = "report.md.j2"
 #: File name of the Markdown summary per report kind (beside report.json, trend.json, compare.json).
@@ -59,8 +61,6 @@ def md_escape(value: Any) -> str:
 @functools.lru_cache(maxsize=1)
 def markdown_environment() -> jinja2.Environment:
     """The jinja2 environment of the Markdown template: every printed value escaped by `md_escape`."""
-    from faceaudit.report.render import template_dirs
-
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(d) for d in template_dirs()]),
         autoescape=False,  # HTML autoescape is the wrong escape for Markdown; finalize does the right one
@@ -95,8 +95,6 @@ def _attribute_line(a: Mapping[str, Any]) -> str:
 
 def build_markdown_view(report: Mapping[str, Any]) -> dict[str, Any]:
     """What the Markdown template prints, pre-formatted; values stay plain text (the template escapes them)."""
-    from faceaudit.report.gate import findings_of
-
     kind = str(report.get("kind", "audit"))
     model_key = _MODEL_KEY.get(kind)
     if kind == "audit":

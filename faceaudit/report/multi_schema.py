@@ -64,7 +64,6 @@ from faceaudit.report.schema import (
     _check_version,
     _extra,
     _int,
-    _is_num,
     _list,
     _map,
     _num,
@@ -77,6 +76,8 @@ from faceaudit.report.schema import (
     _str,
     _thaw,
     _with_extra,
+    report_head,
+    report_tail,
 )
 
 __all__ = ["CompareResult", "TrendResult", "as_compare", "as_trend"]
@@ -263,9 +264,22 @@ def _strings(d: Mapping[str, Any], key: str) -> list[str]:
     return list(v)
 
 
-def _freeze(obj: Any, names: Sequence[str]) -> None:
-    for name in names:
-        object.__setattr__(obj, name, _plain(dict(getattr(obj, name)), name))
+def _validate(result: Any, kind: str, models_key: str, who: str) -> None:
+    """Check and freeze what a trend and a comparison share: version, kind, models, layers, expressivity,
+    warnings and the settings; `models_key` names the list of models, `who` an estimate's model key."""
+    _check_version(result.schema_version)
+    if result.kind != kind:
+        raise ReportError(f"a {type(result).__name__} has kind {kind!r}, got {result.kind!r}. {_FIX}")
+    set_ = object.__setattr__
+    set_(result, models_key, _checked(getattr(result, models_key), models_key, _check_model))
+    if not getattr(result, models_key):
+        raise ReportError(f"report key '{models_key}' must list at least one {who}. {_FIX}")
+    set_(result, "layers", _checked(result.layers, "layers", _check_layer))
+    set_(result, "expressivity", _checked(result.expressivity, "expressivity", _check_entry, who))
+    set_(result, "warnings", tuple(str(w) for w in result.warnings))
+    for name in ("timings", "settings", "environment", "extra"):
+        set_(result, name, _plain(dict(getattr(result, name)), name))
+    _check_settings(result.settings)
 
 
 # --------------------------------------------------------------------------- results
@@ -303,19 +317,8 @@ class TrendResult:
              "environment")
 
     def __post_init__(self) -> None:
-        _check_version(self.schema_version)
-        if self.kind != "trend":
-            raise ReportError(f"a TrendResult has kind 'trend', got {self.kind!r}. {_FIX}")
-        set_ = object.__setattr__
-        set_(self, "checkpoints", _checked(self.checkpoints, "checkpoints", _check_model))
-        if len(self.checkpoints) < 1:
-            raise ReportError(f"report key 'checkpoints' must list at least one checkpoint. {_FIX}")
-        set_(self, "layers", _checked(self.layers, "layers", _check_layer))
-        set_(self, "expressivity", _checked(self.expressivity, "expressivity", _check_entry, "checkpoint"))
-        set_(self, "trend", _checked(self.trend, "trend", _check_summary, len(self.checkpoints)))
-        set_(self, "warnings", tuple(str(w) for w in self.warnings))
-        _freeze(self, ("timings", "settings", "environment", "extra"))
-        _check_settings(self.settings)
+        _validate(self, "trend", "checkpoints", "checkpoint")
+        object.__setattr__(self, "trend", _checked(self.trend, "trend", _check_summary, len(self.checkpoints)))
 
     @property
     def labels(self) -> list[str]:
@@ -325,11 +328,7 @@ class TrendResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict in the trend.json layout (keys in schema order; no NaN)."""
         base = {
-            "schema_version": self.schema_version,
-            "kind": self.kind,
-            "faceaudit_version": self.faceaudit_version,
-            "created": self.created,
-            "demo": self.demo,
+            **report_head(self),
             "checkpoints": [_thaw(c) for c in self.checkpoints],
             "data": self.data.to_dict(),
             "layer_matching": self.layer_matching,
@@ -337,10 +336,7 @@ class TrendResult:
             "layers": [_thaw(layer) for layer in self.layers],
             "expressivity": [_thaw(e) for e in self.expressivity],
             "trend": [_thaw(t) for t in self.trend],
-            "warnings": list(self.warnings),
-            "timings": _thaw(self.timings),
-            "settings": _thaw(self.settings),
-            "environment": _thaw(self.environment),
+            **report_tail(self),
         }
         return _with_extra(base, self.extra)
 
@@ -390,24 +386,14 @@ class CompareResult:
              "fairness_differences", "warnings", "timings", "settings", "environment")
 
     def __post_init__(self) -> None:
-        _check_version(self.schema_version)
-        if self.kind != "compare":
-            raise ReportError(f"a CompareResult has kind 'compare', got {self.kind!r}. {_FIX}")
+        _validate(self, "compare", "models", "model")
         set_ = object.__setattr__
-        set_(self, "models", _checked(self.models, "models", _check_model))
-        if len(self.models) < 1:
-            raise ReportError(f"report key 'models' must list at least one model. {_FIX}")
-        set_(self, "layers", _checked(self.layers, "layers", _check_layer))
-        set_(self, "expressivity", _checked(self.expressivity, "expressivity", _check_entry, "model"))
         set_(self, "expressivity_differences", _checked(self.expressivity_differences, "expressivity_differences",
                                                         _check_expressivity_difference))
         if self.fairness is not None:
             set_(self, "fairness", _checked(self.fairness, "fairness", _check_model_fairness))
         set_(self, "fairness_differences", _checked(self.fairness_differences, "fairness_differences",
                                                     _check_fairness_difference))
-        set_(self, "warnings", tuple(str(w) for w in self.warnings))
-        _freeze(self, ("timings", "settings", "environment", "extra"))
-        _check_settings(self.settings)
 
     @property
     def labels(self) -> list[str]:
@@ -417,11 +403,7 @@ class CompareResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict in the compare.json layout (keys in schema order; no NaN)."""
         base = {
-            "schema_version": self.schema_version,
-            "kind": self.kind,
-            "faceaudit_version": self.faceaudit_version,
-            "created": self.created,
-            "demo": self.demo,
+            **report_head(self),
             "models": [_thaw(m) for m in self.models],
             "data": self.data.to_dict(),
             "layer_matching": self.layer_matching,
@@ -431,10 +413,7 @@ class CompareResult:
             "fairness": None if self.fairness is None else [_thaw(f) for f in self.fairness],
             "fairness_skipped_reason": self.fairness_skipped_reason,
             "fairness_differences": [_thaw(d) for d in self.fairness_differences],
-            "warnings": list(self.warnings),
-            "timings": _thaw(self.timings),
-            "settings": _thaw(self.settings),
-            "environment": _thaw(self.environment),
+            **report_tail(self),
         }
         return _with_extra(base, self.extra)
 

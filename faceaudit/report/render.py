@@ -395,7 +395,7 @@ def write_pair(text_json: str, text_html: str, out_dir: str | os.PathLike[str], 
     atomically; if the HTML cannot be written, the JSON just written is removed
     again, so a failure never leaves a half report behind.
     """
-    from faceaudit.report.markdown import markdown_name, render_markdown
+    from faceaudit.report.markdown import markdown_name, render_markdown  # not at the top: markdown -> gate -> trend_render -> render
 
     out = Path(out_dir)
     report = json.loads(text_json)

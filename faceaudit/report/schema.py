@@ -487,6 +487,27 @@ def _check_fairness(f: Any, where: str) -> Mapping[str, Any]:
 # --------------------------------------------------------------------------- result
 
 
+def report_head(result: Any) -> dict[str, Any]:
+    """The keys every report (audit, trend, compare) starts with, from its typed result, in schema order."""
+    return {
+        "schema_version": result.schema_version,
+        "kind": result.kind,
+        "faceaudit_version": result.faceaudit_version,
+        "created": result.created,
+        "demo": result.demo,
+    }
+
+
+def report_tail(result: Any) -> dict[str, Any]:
+    """The keys every report ends with (warnings, timings, settings, environment), JSON-safe, in schema order."""
+    return {
+        "warnings": list(result.warnings),
+        "timings": _thaw(result.timings),
+        "settings": _thaw(result.settings),
+        "environment": _thaw(result.environment),
+    }
+
+
 @dataclass(frozen=True)
 class AuditResult:
     """Everything one audit found, in the report.json layout; `to_dict()` is the JSON twin."""
@@ -549,21 +570,14 @@ class AuditResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict in the report.json layout (keys in schema order; no NaN)."""
         base = {
-            "schema_version": self.schema_version,
-            "kind": self.kind,
-            "faceaudit_version": self.faceaudit_version,
-            "created": self.created,
-            "demo": self.demo,
+            **report_head(self),
             "model": self.model.to_dict(),
             "data": self.data.to_dict(),
             "layers": [layer.to_dict() for layer in self.layers],
             "expressivity": [_thaw(e) for e in self.expressivity],
             "fairness": None if self.fairness is None else [_thaw(f) for f in self.fairness],
             "fairness_skipped_reason": self.fairness_skipped_reason,
-            "warnings": list(self.warnings),
-            "timings": _thaw(self.timings),
-            "settings": _thaw(self.settings),
-            "environment": _thaw(self.environment),
+            **report_tail(self),
         }
         return _with_extra(base, self.extra)
 
@@ -653,4 +667,6 @@ __all__ = [
     "ReportError",
     "SCHEMA_VERSION",
     "as_result",
+    "report_head",
+    "report_tail",
 ]
