@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -147,3 +148,88 @@ def test_damaged_trend_and_compare_json_is_a_report_error(tmp_path) -> None:
         p.write_text(json.dumps({**{k: None for k in keys}, "schema_version": "1.0", "kind": kind}), encoding="utf-8")
         with pytest.raises(ReportError, match=f"{kind}.json does not follow the {kind}.json layout"):
             load(p)
+
+
+def _entry(who: str, label: str) -> dict:
+    return {who: label, "layer": "final", "layer_name": "embedding", "attribute": "age", "mi": 0.5, "ci_low": 0.4,
+            "ci_high": 0.6, "null_mi": 0.0, "normalized": 0.6, "n": 100, "estimator": "mine", "kind": "continuous",
+            "warnings": []}
+
+
+def _difference(delta: float) -> dict:
+    return {"delta": delta, "se": 0.05, "threshold": 0.098, "significant": abs(delta) > 0.098}
+
+
+def trend_report() -> dict:
+    """A small valid trend.json: two checkpoints, one layer, age followed across them."""
+    data = {"manifest": "faces.csv", "n_images": 100, "n_used": 100, "n_failed": 0, "failed": [],
+            "attributes": [{"name": "age", "kind": "continuous", "n_valid": 100, "n_missing": 0, "groups": []}],
+            "identity": None}
+    return {
+        "schema_version": "1.0", "kind": "trend", "faceaudit_version": "0.1.0", "created": "2026-01-01T00:00:00+00:00",
+        "demo": False,
+        "checkpoints": [{"label": lab, "index": i, "path": f"{lab}.onnx", "sha256": "0" * 64, "backend": "onnx",
+                         "final_layer": "embedding", "input": {}, "input_check": None} for i, lab in enumerate("ab")],
+        "data": data, "layer_matching": "name", "focus_layer": "final",
+        "layers": [{"key": "final", "depth": 1.0, "names": {"a": "embedding", "b": "embedding"},
+                    "depths": {"a": 1.0, "b": 1.0}, "final": True}],
+        "expressivity": [_entry("checkpoint", "a"), _entry("checkpoint", "b")],
+        "trend": [{"attribute": "age", "layer": "final", "mi": [0.5, 0.5], "ci_low": [0.4, 0.4], "ci_high": [0.6, 0.6],
+                   "normalized": [0.6, 0.6], "peak": "a", "peak_index": 0, "rise": _difference(0.0),
+                   "fall": _difference(0.0), "first_to_last": _difference(0.0), "shape": "flat"}],
+        "warnings": [], "timings": {"total_s": 1.0}, "settings": {"attrs": ["age"], "z": 1.96}, "environment": {},
+    }
+
+
+def compare_report() -> dict:
+    """A small valid compare.json: two models, one layer, no fairness."""
+    d = trend_report()
+    d.update(kind="compare", models=d.pop("checkpoints"), expressivity=[_entry("model", "a"), _entry("model", "b")],
+             expressivity_differences=[{"layer": "final", "attribute": "age", "model_a": "a", "model_b": "b",
+                                        "mi_a": 0.5, "mi_b": 0.5, **_difference(0.0)}],
+             fairness=None, fairness_skipped_reason="no identities", fairness_differences=[])
+    del d["trend"], d["focus_layer"]
+    return d
+
+
+def test_trend_and_compare_results_round_trip_their_json() -> None:
+    from faceaudit.report.multi_schema import CompareResult, TrendResult
+
+    for cls, d in ((TrendResult, trend_report()), (CompareResult, compare_report())):
+        result = cls.from_dict(d)
+        assert result.labels == ["a", "b"]
+        assert result.to_dict() == d  # to_dict is the JSON, key for key
+        assert cls.from_dict(result.to_dict()) == result
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            result.created = "now"  # type: ignore[misc]
+    assert list(TrendResult.from_dict(trend_report()).to_dict()) == list(trend_report())  # schema order
+
+
+@pytest.mark.parametrize(
+    ("kind", "where", "value", "key"),
+    [
+        ("trend", ("checkpoints", 0, "label"), 3, "checkpoints[0].label"),
+        ("trend", ("trend", 0, "peak_index"), 5, "trend[0].peak_index"),
+        ("trend", ("trend", 0, "mi"), [0.5], "trend[0].mi"),
+        ("trend", ("trend", 0, "rise", "significant"), "yes", "trend[0].rise.significant"),
+        ("trend", ("layers", 0, "names"), {"a": 1}, "layers[0].names"),
+        ("trend", ("expressivity", 1, "checkpoint"), None, "expressivity[1].checkpoint"),
+        ("trend", ("settings", "attrs"), "age", "settings.attrs"),
+        ("trend", ("focus_layer",), None, "focus_layer"),
+        ("compare", ("expressivity_differences", 0, "mi_b"), "big", "expressivity_differences[0].mi_b"),
+        ("compare", ("fairness",), {"x": 1}, "fairness"),
+        ("compare", ("models", 1, "reference"), "no", "models[1].reference"),
+        ("compare", ("kind",), "trend", "kind"),
+    ],
+)
+def test_trend_and_compare_results_name_the_bad_key(kind: str, where: tuple, value: object, key: str) -> None:
+    from faceaudit.report.multi_schema import CompareResult, TrendResult
+
+    d = trend_report() if kind == "trend" else compare_report()
+    parent = d
+    for k in where[:-1]:
+        parent = parent[k]
+    parent[where[-1]] = value
+    cls = TrendResult if kind == "trend" else CompareResult
+    with pytest.raises(ReportError, match=re.escape(f"'{key}'")):
+        cls.from_dict(d)
