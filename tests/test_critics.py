@@ -225,3 +225,74 @@ def test_padded_rows_do_not_change_the_bound(log_space):
     assert float(v[0]) == pytest.approx(alone[0], abs=1e-5)
     assert float(se[0]) == pytest.approx(alone[1], rel=1e-4)
     assert float(se[1]) != pytest.approx(alone[1], rel=1e-3)  # critic 1 really has other rows
+
+
+def _generative_critic(x, y, train, rank_index):
+    """One critic started from a generative head (the ridge head switched off, the MLP adding nothing)."""
+    p = _untrained_critic(x, y, 0, train)
+    for k in ("Lw", "Lb", "Ls", "Lq"):
+        p[k] = torch.zeros_like(p[k])
+    head = critics.generative_head_init(x[train], y[train], x.shape[1])[rank_index]
+    for k, v in head.items():
+        p[k] = torch.from_numpy(np.asarray(v, dtype=np.float32))[None]
+    return p
+
+
+def _dense_linear_task(n, d, mi, seed):
+    """x = b y + e in `d` dimensions, b dense, y and e standard normal: I = log(1 + |b|^2) / 2 exactly."""
+    rng = np.random.default_rng(seed)
+    b = rng.normal(size=d)
+    b *= math.sqrt(math.exp(2 * mi) - 1) / np.linalg.norm(b)
+    y = rng.normal(size=n)
+    x = (y[:, None] * b + rng.normal(size=(n, d))).astype(np.float32)
+    return x, ((y - y.mean()) / y.std()).astype(np.float32)
+
+
+def test_generative_head_is_centred_at_its_best_attribute_value():
+    # T(x, y) = -(phi - Q^+ a)' Q (phi - Q^+ a) / 2 <= 0: the raw log-likelihood ratio of a model in
+    # hundreds of dimensions reaches tens of nats, where the critics' soft cap would flatten it
+    x, y = _dense_linear_task(3000, 200, 1.5, seed=3)
+    heads = critics.generative_head_init(x[:2000], y[:2000], 200)
+    phi = critics.y_basis(torch.linspace(-4, 4, 801, dtype=torch.float64)[None]).numpy()[0]  # (801, p)
+    for h in heads:
+        a = x[2000:2200].astype(np.float64) @ h["Gw"] + h["Gc"]  # (200, p)
+        t = a @ phi.T - 0.5 * ((phi @ h["GQ"]) * phi).sum(1)[None] - 0.5 * ((a @ h["GP"]) * a).sum(1)[:, None]
+        assert t.max() <= 1e-6
+
+
+def test_generative_head_reaches_a_dense_high_dimensional_truth():
+    # the failure a capped, unshrunk head had: 1.5 nats spread over 200 coordinates
+    x, y = _dense_linear_task(6000, 200, 1.5, seed=4)
+    train, test = np.arange(4000), np.arange(4000, 6000)
+    job = Job(x, "l", np.arange(6000), y, 0, seed=0, test_seed=1)
+    refs = _references(job, test, 1024)
+    est = get_estimator("mine")
+    ridge, _ = _bound(est, _untrained_critic(x, y, 0, train), x, y, test, True, refs)
+    values = [_bound(est, _generative_critic(x, y, train, i), x, y, test, True, refs) for i in range(3)]
+    for value, se in values:
+        assert abs(value - 1.5) < 3 * se + 0.03, (value, se)
+    assert values[0][0] > ridge - 0.02, (values, ridge)
+
+
+def test_generative_head_of_independent_features_adds_nothing():
+    # the shrinkage of the singular values: with no signal every rank's head, even the full one, stays near 0
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2500, 256)).astype(np.float32)
+    y = rng.normal(size=2500).astype(np.float32)
+    train, test = np.arange(1500), np.arange(1500, 2500)
+    job = Job(x, "l", np.arange(2500), y, 0, seed=0, test_seed=1)
+    refs = _references(job, test, 1024)
+    est = get_estimator("mine")
+    for i in range(len(critics.GENERATIVE_RANKS)):
+        value, se = _bound(est, _generative_critic(x, y, train, i), x, y, test, True, refs)
+        assert value > -0.02 - 2 * se, (critics.GENERATIVE_RANKS[i], value, se)
+
+
+def test_normalised_critic_is_floored():
+    # a critic confidently wrong about a row scores it at most 7 nats below nothing, not -80
+    from faceaudit.expressivity.training import _T_FLOOR, _normalized
+
+    t = torch.tensor([[-80.0, 0.0, 3.0]])
+    out = _normalized(t, torch.zeros_like(t), 1024)
+    assert float(out.min()) == _T_FLOOR == -7.0
+    assert float(out[0, 2]) == pytest.approx(math.log(1025) + 3 - math.log(1024 + math.exp(3)), abs=1e-5)

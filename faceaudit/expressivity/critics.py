@@ -150,8 +150,10 @@ def encode(p: dict[str, Tensor], x: Tensor) -> Tensor:
         m = z[..., h : h + 1]  # (G, B, 1)
         inv = torch.exp(-p["Ls"])
         f = torch.cat([f, m * inv, -0.5 * m * m * inv - 0.5 * p["Ls"], p["Lq"].expand_as(m)], -1)
-    if "Gw" in p:  # generative head: [(x - c) M, 1], paired with g's [phi(y), -phi Q phi / 2]
-        f = torch.cat([f, z[..., h + 1 :], torch.ones_like(z[..., :1])], -1)
+    if "Gw" in p:  # generative head: [a, 1, -a P a / 2] with a = (x - c) M, paired with g's [phi(y), -phi Q phi / 2, 1]
+        a = z[..., h + 1 :]
+        centre = -0.5 * (torch.bmm(a, p["GP"]) * a).sum(-1, keepdim=True)
+        f = torch.cat([f, a, torch.ones_like(a[..., :1]), centre], -1)
     elif "V" in p:  # LDA head: the log-posterior of every class, added to the class logits
         f = torch.cat([f, torch.log_softmax(z[..., h:], -1)], -1)
     return f
@@ -181,7 +183,7 @@ def embed_y(p: dict[str, Tensor], y: Tensor) -> Tensor:
     if "Gw" in p:
         phi = y_basis(y)
         quad = -0.5 * (torch.bmm(phi, p["GQ"]) * phi).sum(-1, keepdim=True)
-        g = torch.cat([g, phi, quad], -1)
+        g = torch.cat([g, phi, quad, torch.ones_like(quad)], -1)
     return g
 
 
@@ -212,43 +214,58 @@ def generative_head_init(x: np.ndarray | None, y: np.ndarray | None, d_pad: int
     head, which adds nothing, alone).
 
     x | y ~ N(B phi(y) + c, S), phi the attribute's basis (:func:`y_basis`), B by least squares (a small
-    ridge), S the residuals' Ledoit-Wolf shrunk covariance (scikit-learn). Up to a function of x alone,
-    which the normalised held-out critic removes, log N(x; B phi + c, S) = phi' M' (x - c) - phi' Q phi / 2
-    with M = S^-1 B and Q = B' S^-1 B: keys Gw = M (d, p), Gc = -c M (1, p), GQ = Q (p, p). This is what
-    linear discriminant analysis is for a category: it reads a mean of the features that moves with
-    the attribute along a curve (age, yaw), which a regression of y on x, linear in x, cannot. In many
-    dimensions the estimated B is mostly noise beyond its first few directions, so B is also cut to its
-    top r singular directions in the whitened space S^-1/2 B, each r a candidate."""
+    ridge), S the residuals' Ledoit-Wolf shrunk covariance. Up to a function of x alone, which the
+    normalised held-out critic removes, log N(x; B phi + c, S) = phi' a - phi' Q phi / 2 with
+    a = M' (x - c), M = S^-1 B and Q = B' S^-1 B: keys Gw = M (d, p), Gc = -c M (1, p), GQ = Q (p, p).
+    This is what linear discriminant analysis is for a category: it reads a mean of the features that
+    moves with the attribute along a curve (age, yaw), which a regression of y on x, linear in x, cannot.
+
+    Two corrections make it usable in hundreds of dimensions:
+
+    * The head is centred: GP = Q^+ adds the function of x alone -a' Q^+ a / 2, so that
+      T = -(phi - Q^+ a)' Q (phi - Q^+ a) / 2 <= 0 (a lies in Q's range). The raw log-likelihood
+      ratio reaches tens of nats, where the critics' soft cap would flatten it.
+    * The estimated B is noise beyond its signal: in the whitened space S^-1/2 B, scaled by the basis'
+      own covariance, the noise adds tau = tr(S_sample S^-1) / m to every squared singular value
+      (m rows, a p x d matrix of independent errors). Each singular value s is shrunk to
+      max(s^2 - tau, 0) / s (its signal's length times the cosine between the noisy and the true
+      direction, the best estimate of a spike in this model), and B is also cut to its top r
+      directions, each r a candidate."""
     p = 1 + N_BUMPS
-    zero = {"Gw": np.zeros((d_pad, p)), "Gc": np.zeros((1, p)), "GQ": np.zeros((p, p))}
+    zero = {"Gw": np.zeros((d_pad, p)), "Gc": np.zeros((1, p)), "GQ": np.zeros((p, p)), "GP": np.zeros((p, p))}
     if x is None or y is None:
         return [zero]
     x = np.asarray(x, dtype=np.float64)
-    d = x.shape[1]
+    m, d = x.shape
     phi = y_basis(torch.from_numpy(np.asarray(y, dtype=np.float64))[None]).numpy()[0]
     pm, xm = phi.mean(0), x.mean(0)
     pc, xc = phi - pm, x - xm
-    bt = np.linalg.solve(pc.T @ pc + 1e-3 * len(y) * np.eye(p), pc.T @ xc)  # (p, d) = B'
+    bt = np.linalg.solve(pc.T @ pc + 1e-3 * m * np.eye(p), pc.T @ xc)  # (p, d) = B'
     c = xm - pm @ bt
-    cov = ledoit_wolf_cov(xc - pc @ bt)
+    resid = xc - pc @ bt
+    cov = ledoit_wolf_cov(resid)
     lam, v = np.linalg.eigh(cov)
     lam = np.clip(lam, 1e-12 * max(float(lam.max()), 1e-300), None)
     bw = (bt @ v) / np.sqrt(lam)  # (p, d): B' S^-1/2 in the eigenbasis
+    tau = float(((resid @ v) ** 2).sum(0) @ (1.0 / lam)) / (m * m)  # tr(S_sample S^-1) / m
     # reduced-rank regression: the directions that carry most of the fitted mean's variance, measured
     # with the basis' own covariance on the left and the noise's on the right
-    pl, pv = np.linalg.eigh(pc.T @ pc / len(y) + 1e-6 * np.eye(p))
+    pl, pv = np.linalg.eigh(pc.T @ pc / m + 1e-6 * np.eye(p))
     root = (pv * np.sqrt(pl)) @ pv.T
     inv_root = (pv / np.sqrt(pl)) @ pv.T
     u, sv, wt = np.linalg.svd(root @ bw, full_matrices=False)
+    sv = np.clip(sv * sv - tau, 0.0, None) / np.maximum(sv, 1e-300)
     out = []
     for r in GENERATIVE_RANKS:
         r = min(r, len(sv))
         bw_r = inv_root @ ((u[:, :r] * sv[:r]) @ wt[:r])  # (p, d), rank r
-        m = v @ (bw_r / np.sqrt(lam)).T  # S^-1 B_r, (d, p)
+        mm = v @ (bw_r / np.sqrt(lam)).T  # S^-1 B_r, (d, p)
+        q = bw_r @ bw_r.T
         head = {k: a.copy() for k, a in zero.items()}
-        head["Gw"][:d] = m
-        head["Gc"][0] = -c @ m
-        head["GQ"][:] = bw_r @ bw_r.T
+        head["Gw"][:d] = mm
+        head["Gc"][0] = -c @ mm
+        head["GQ"][:] = q
+        head["GP"][:] = np.linalg.pinv(q, rcond=1e-10, hermitian=True)
         out.append(head)
     return out
 

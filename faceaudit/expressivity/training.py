@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 
 _CHUNK_ELEMS = 1 << 18  # G * rows * cols per evaluation chunk: about 1 MB, so a chunk's elementwise passes stay in cache
 _TINY = 1e-30  # a sum of sigmoids below this is near float32's floor: such rows are evaluated in log space
+# a normalised critic is floored here (nats): a row the critic scores as impossible counts -7, not -80. Any
+# fixed function of (x, y) gives a valid bound; the floor raises the marginal term E_Q[exp T'] (about 1)
+# by at most e^-7, so it lowers the bound by under 0.001 nats while a few confidently wrong rows of a
+# sharp critic no longer dominate the standard error
+_T_FLOOR = -7.0
 _FLOOR = float(torch.finfo(torch.float32).tiny)  # smallest normal float32: a row sum of 0 becomes log(_FLOOR), not -inf
 
 
@@ -298,7 +303,8 @@ def train_jobs(
     if continuous and est.family == "critic":
         _add_references(aux, est, list(zip(jobs, test_rows)), dev)
     val = (torch.from_numpy(val_idx).to(dev), torch.from_numpy(val_mask).to(dev))
-    gen_chosen = watch.start(est, start, data, val, aux, continuous)
+    gen_rank = watch.start(est, start, data, val, aux, continuous)
+    gen_chosen = gen_rank >= 0
     bar = _progress_bar(total=est.max_steps, desc=desc, unit="step", enabled=progress)
     try:
         _run_steps(est, stack, watch, data, aux, batcher, val, continuous=continuous, dev=dev, stop=stop, bar=bar)
@@ -306,6 +312,7 @@ def train_jobs(
         bar.close()
     selected = (watch.best_step == 0) & start.linear & ~gen_chosen
     _take_probe_refits(watch.best, selected, jobs, start.probes, data.d_max, data.c_max, dev)
+    _take_generative_refits(watch.best, np.where(watch.best_step == 0, gen_rank, -1), jobs, splits, data.d_max, dev)
     return _final_fits(est, jobs, watch, data, aux, train_rows, test_rows, start.probes, selected, continuous, dev)
 
 
@@ -414,17 +421,18 @@ class _EarlyStopping:
     def start(self, est: "NeuralEstimator", start: _Start, data: _StackData, val: tuple[Tensor, Tensor],
               aux: dict[str, Tensor], continuous: bool) -> np.ndarray:
         """Score the untrained critics, candidates too (with the linear head, the linear fit), and with
-        generative heads start each critic from the better head; return which took a generative head."""
+        generative heads start each critic from the better head; return the generative head each took
+        (its index among the ranks, -1 for none)."""
         with torch.no_grad():
             v0, se0 = evaluate(est, start.params, data.X, data.layer_of, data.Y, val[0], val[1], continuous, aux,
                                max_cols=est.val_cols, which="val")
-        gen_chosen = np.zeros(self.G, dtype=bool)
+        gen_rank = np.full(self.G, -1, dtype=np.int64)
         if start.generative is not None:
-            v0, gen_chosen = _choose_head(est, start.params, start.generative, (v0, se0),
+            v0, gen_rank = _choose_head(est, start.params, start.generative, (v0, se0),
                                           (data.X, data.layer_of, data.Y, val[0], val[1], aux))
             self.best = {k: v.detach().clone() for k, v in start.params.items()}
         self.best_val = torch.where(torch.isfinite(v0), v0, torch.full_like(v0, -math.inf))
-        return gen_chosen
+        return gen_rank
 
     def update(self, step: int, v: Tensor, tr: np.ndarray, act_np: np.ndarray, stack: _Stack) -> None:
         """Record a validation (`v` (G,), -inf for stopped critics; `tr` the mean training bound since the
@@ -551,6 +559,20 @@ def _take_probe_refits(best: dict[str, Tensor], selected: np.ndarray, jobs: list
                 best[k][g] = torch.from_numpy(np.asarray(v, dtype=np.float32)).to(dev)
 
 
+def _take_generative_refits(best: dict[str, Tensor], rank: np.ndarray, jobs: list[Job],
+                            splits: list[tuple[np.ndarray, np.ndarray, np.ndarray]], d_max: int, dev: torch.device
+                            ) -> None:
+    """Where validation kept a generative head untouched by training (`rank` >= 0, its index among the ranks),
+    put the same head fitted on all the fold's other rows (training and validation) in `best`, as the
+    probe's refit does: the choice was made on the validation rows, the test rows never enter."""
+    for g in np.flatnonzero(rank >= 0):
+        tr, va, _ = splits[g]
+        fit_rows = np.concatenate([tr, va])
+        head = critics.generative_head_init(jobs[g].x[jobs[g].rows[fit_rows]], jobs[g].y[fit_rows], d_max)[rank[g]]
+        for k, v in head.items():
+            best[k][g] = torch.from_numpy(np.asarray(v, dtype=np.float32)).to(dev)
+
+
 def _final_fits(est: "NeuralEstimator", jobs: list[Job], watch: _EarlyStopping, data: _StackData,
                 aux: dict[str, Tensor], train_rows: list[np.ndarray], test_rows: list[np.ndarray],
                 probes: list[_JobProbes], selected: np.ndarray, continuous: bool, dev: torch.device) -> list[Fit]:
@@ -585,7 +607,7 @@ def _final_fits(est: "NeuralEstimator", jobs: list[Job], watch: _EarlyStopping, 
 
 
 _RIDGE_KEYS = ("Lw", "Lb", "Ls", "Lq")
-_FROZEN = ("Gw", "Gc", "GQ")  # parameters that are not trained
+_FROZEN = ("Gw", "Gc", "GQ", "GP")  # parameters that are not trained
 
 
 def _choose_head(est: "NeuralEstimator", params: dict[str, Tensor], generative: list[list[dict[str, np.ndarray]]],
@@ -594,13 +616,13 @@ def _choose_head(est: "NeuralEstimator", params: dict[str, Tensor], generative: 
     probe (already in `params`, validation bound and standard error `ridge`) or one of its generative heads
     (one per rank). The score is the bound less one standard error: with few rows a generative head
     can win on the bound by a little while scoring some rows wildly, which the reported interval pays
-    for. Sets `params` in place; returns the starting validation bounds and which critics took a
-    generative head."""
+    for. Sets `params` in place; returns the starting validation bounds and the generative head each
+    critic took (its index in ``critics.GENERATIVE_RANKS``; -1: the ridge probe)."""
     X, layer_of, Y, idx, mask, aux = data
     dev = ridge[0].device
     best_v = ridge[0].clone()
     best_s = torch.where(torch.isfinite(ridge[0]), ridge[0] - ridge[1], torch.full_like(ridge[0], -math.inf))
-    take = torch.zeros_like(best_v, dtype=torch.bool)
+    take = torch.full_like(best_v, -1, dtype=torch.long)
     with torch.no_grad():
         for r in range(len(generative[0])):
             gen = {k: torch.from_numpy(np.stack([g[r][k] for g in generative]).astype(np.float32)).to(dev)
@@ -616,7 +638,7 @@ def _choose_head(est: "NeuralEstimator", params: dict[str, Tensor], generative: 
                     v.copy_(torch.where(better.view(-1, *([1] * (v.dim() - 1))), alt[k], v))
             best_v = torch.where(better, v_gen, best_v)
             best_s = torch.where(better, score, best_s)
-            take |= better
+            take = torch.where(better, torch.full_like(take, r), take)
     return best_v, take.cpu().numpy()
 
 
@@ -783,10 +805,10 @@ def _chunks_with(rows: Tensor, r: int) -> list[int]:
 
 
 def _normalized(t: Tensor, logz: Tensor, k: int) -> Tensor:
-    """T'(x, y) = log[(K + 1) e^T(x, y) / (K Z(x) + e^T(x, y))]: T normalised over the K references and the
-    pair's own y. A fixed function of (x, y), bounded by log(K + 1), so a y far outside the references
-    cannot blow up the partition term."""
-    return math.log(k + 1) + t - torch.logaddexp(logz + math.log(k), t)
+    """T'(x, y) = max(log[(K + 1) e^T(x, y) / (K Z(x) + e^T(x, y))], -7): T normalised over the K references
+    and the pair's own y, floored at ``_T_FLOOR``. A fixed function of (x, y), bounded by log(K + 1) above,
+    so a y far outside the references cannot blow up the partition term, and by -7 below."""
+    return (math.log(k + 1) + t - torch.logaddexp(logz + math.log(k), t)).clamp_min_(_T_FLOOR)
 
 
 def evaluate(
@@ -892,6 +914,7 @@ def _continuous_terms(est: "NeuralEstimator", params: dict[str, Tensor], f: Tens
     r = max(1, _CHUNK_ELEMS // max(1, f.shape[0] * c))
     if ratio:
         log_scale = math.log(ref_idx.shape[1] + 1) + float(est.norm_shift or 0.0)
+        q_floor = math.exp(_T_FLOOR) / (ref_idx.shape[1] + 1)
         log_chunks = set(_chunks_with(S < _TINY, r))
         col_keep = None if bool(cols_valid.all()) else cols_valid[:, None, :].float()
         maskf_t = maskf[:, None, :]
@@ -905,7 +928,7 @@ def _continuous_terms(est: "NeuralEstimator", params: dict[str, Tensor], f: Tens
         n_off = (ncols[:, None] - (ii.T < ncols[:, None]).long()).clamp(min=1).float()  # (G, r)
         if ratio and s not in log_chunks:
             q = torch.bmm(f[:, s:e], gct).sub_(est.cap).sigmoid_()
-            q = q.div_(q + S[:, s:e, None])  # exp(T') / (K + 1)
+            q = q.div_(q + S[:, s:e, None]).clamp_min_(q_floor)  # exp(T') / (K + 1), floored
             if col_keep is not None:
                 q.mul_(col_keep)
             q.diagonal(offset=s, dim1=1, dim2=2).zero_()  # the pair's own column
