@@ -82,12 +82,7 @@ def test_the_estimate_reaches_the_probe_floor(bundle_estimates, name, attr, n_ro
     assert abs(r.null_mi) <= 0.05, detail
 
 
-@pytest.mark.parametrize(
-    "name, attr",
-    [pytest.param(*c, marks=pytest.mark.xfail(
-        strict=True, reason="age at 600 faces: the interval's half-width is above 0.12 nats (0.161 in benchmarks/RESULTS.md)"))
-     if c == ("utkface", "age") else c for c in CASES],
-)
+@pytest.mark.parametrize("name, attr", CASES)
 def test_six_hundred_faces_give_a_usable_interval(bundle_estimates, name, attr):
     r = bundle_estimates(name, 600)[("embedding", attr)]
     assert (r.ci_high - r.ci_low) / 2 <= 0.12, (r.ci_low, r.ci_high)
