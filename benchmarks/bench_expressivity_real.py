@@ -14,7 +14,6 @@ the null is within 0.05 nats of 0, and the half-width at the subsample is at mos
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from faceaudit.data import load_manifest
 from faceaudit.expressivity import estimate_many
 
 SETS = {"utkface": ("age", "sex", "race", "yaw"), "lfw": ("sex", "yaw")}
@@ -44,16 +44,10 @@ def embed(model: Path, paths: list[Path]) -> np.ndarray:
 
 
 def load(data: Path, name: str, attrs: tuple[str, ...]) -> tuple[np.ndarray, dict]:
-    with open(data / name / "manifest.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    emb = embed(data / "models" / "mobilefacenet.onnx", [data / name / r["path"] for r in rows])
-    values = {}
-    for a in attrs:
-        if a in ("age", "yaw"):
-            values[a] = (np.array([float(r[a]) if r[a] else np.nan for r in rows]), "continuous")
-        else:
-            values[a] = (np.array([r[a] or None for r in rows], dtype=object), "categorical")
-    return emb, values
+    """A set's embeddings and attributes, read with faceaudit's own manifest loader."""
+    m = load_manifest(data / name / "manifest.csv", ",".join(attrs))
+    emb = embed(data / "models" / "mobilefacenet.onnx", m.paths)
+    return emb, {a: (m.attributes[a].values, m.attributes[a].kind) for a in attrs}
 
 
 def main() -> None:
