@@ -296,3 +296,36 @@ def test_normalised_critic_is_floored():
     out = _normalized(t, torch.zeros_like(t), 1024)
     assert float(out.min()) == _T_FLOOR == -7.0
     assert float(out[0, 2]) == pytest.approx(math.log(1025) + 3 - math.log(1024 + math.exp(3)), abs=1e-5)
+
+
+def test_nonlinear_shrinkage_beats_linear_shrinkage_on_a_two_level_spectrum():
+    # population eigenvalues 1 and 6 in equal numbers, 200 dimensions, 600 rows: the sample spectrum is
+    # smeared over both; one shrinkage factor (Ledoit-Wolf) cannot undo it, one per eigenvalue can
+    rng = np.random.default_rng(8)
+    d, m = 200, 600
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    lam = np.r_[np.ones(d // 2), np.full(d // 2, 6.0)]
+    cov = (q * lam) @ q.T
+    x = rng.normal(size=(m, d)) @ (q * np.sqrt(lam)).T
+    prec = np.linalg.inv(cov)
+
+    def err(est):
+        return np.linalg.norm(np.linalg.inv(est) - prec) / np.linalg.norm(prec)
+
+    r = x - x.mean(0)
+    nls, lw = critics.nonlinear_shrinkage_cov(r, dof=m - 1), critics.ledoit_wolf_cov(r)
+    assert err(nls) < 0.8 * err(lw), (err(nls), err(lw))
+    assert np.allclose(nls, nls.T) and np.linalg.eigvalsh(nls).min() > 0
+    with pytest.raises(ValueError, match="fewer features"):
+        critics.nonlinear_shrinkage_cov(r[:150])
+
+
+def test_generative_heads_of_the_standardised_view_read_only_its_columns():
+    x, y = _dense_linear_task(2000, 40, 1.0, seed=9)
+    both = np.concatenate([x, x ** 3], axis=1)  # two views of 40 features, the standardised one first
+    heads = critics.generative_head_init(both, y, 96, std_cols=40)
+    k = len(critics.GENERATIVE_RANKS)
+    assert len(heads) == 2 * k
+    for h in heads[k:]:
+        assert not h["Gw"][40:].any() and h["Gw"][:40].any()
+    assert len(critics.generative_head_init(both[:60], y[:60], 96, std_cols=40)) == k  # too few rows for it

@@ -236,12 +236,14 @@ def _plan_jobs(feats: dict[str, np.ndarray], clean: dict[str, tuple[CleanPair, s
                 xr, key = layer_x[(lname, w)], (lname, w)
             else:
                 key = (lname, None)
+            std = feats[lname].shape[1] if k is None else None  # feature_views: the standardised view comes first
             for f, test in enumerate(fold_pos):
                 for s in range(seeds):  # the seeds of a fold share its test rows, so their critics can be averaged
-                    jobs.append(Job(xr, key, cp.rows, y, n_classes, _job_seed(seed, s, f), test=test))
+                    jobs.append(Job(xr, key, cp.rows, y, n_classes, _job_seed(seed, s, f), test=test, std_cols=std))
                     keys.append((lname, aname, f, s))
                 if null:
-                    jobs.append(Job(xr, key, cp.rows, y[perm], n_classes, _job_seed(seed, 0, f), test=test))
+                    jobs.append(Job(xr, key, cp.rows, y[perm], n_classes, _job_seed(seed, 0, f), test=test,
+                                    std_cols=std))
                     keys.append((lname, aname, f, _NULL_TAG))
     return jobs, keys, widths
 

@@ -31,7 +31,9 @@ basis), which stays fixed while the rest trains, when it validates better.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -204,14 +206,45 @@ def ledoit_wolf_cov(r: np.ndarray) -> np.ndarray:
     return out
 
 
+def nonlinear_shrinkage_cov(r: np.ndarray, dof: int | None = None) -> np.ndarray:
+    """The analytical nonlinear shrinkage of the covariance of centred rows `r` (m, d), d < dof (Ledoit & Wolf
+    2020, Annals of Statistics 48(5)): each sample eigenvalue is replaced by its asymptotically best value,
+    from a kernel estimate of the spectral density and its Hilbert transform. Where Ledoit-Wolf moves every
+    eigenvalue toward their mean by one factor, this moves each by its own, which matters for a
+    Mahalanobis distance in hundreds of dimensions. `dof` is the residuals' degrees of freedom (rows less
+    the fitted columns; default m)."""
+    m, d = r.shape
+    n = int(dof or m)
+    if d >= n:
+        raise ValueError(f"nonlinear shrinkage needs fewer features ({d}) than degrees of freedom ({n})")
+    lam, u = np.linalg.eigh(r.T @ r / n)
+    lam = np.clip(lam, 1e-12 * max(float(lam.max()), 1e-300), None)
+    h = n ** (-1.0 / 3.0)
+    band = h * lam[None, :]  # the kernel's width at each eigenvalue (column j)
+    t = (lam[:, None] - lam[None, :]) / band
+    dens = (3 / 4 / math.sqrt(5)) * np.mean(np.maximum(1 - t * t / 5, 0) / band, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hilb = (-3 / 10 / math.pi) * t + (3 / 4 / math.sqrt(5) / math.pi) * (1 - t * t / 5) * np.log(
+            np.abs((math.sqrt(5) - t) / (math.sqrt(5) + t)))
+    edge = np.abs(t) == math.sqrt(5)
+    hilb[edge] = ((-3 / 10 / math.pi) * t)[edge]
+    hilb = np.mean(hilb / band, axis=1)
+    c = d / n
+    best = lam / ((math.pi * c * lam * dens) ** 2 + (1 - c - math.pi * c * lam * hilb) ** 2)
+    return (u * best) @ u.T
+
+
 GENERATIVE_RANKS = (1, 2, 3, 5, 8, 1 + N_BUMPS)  # ranks of the generative head that validation chooses among
 
 
-def generative_head_init(x: np.ndarray | None, y: np.ndarray | None, d_pad: int
+def generative_head_init(x: np.ndarray | None, y: np.ndarray | None, d_pad: int, *, std_cols: int | None = None
                          ) -> list[dict[str, np.ndarray]]:
     """Critics of a Gaussian model of the features given the attribute, fitted on training rows `x` (m, d),
     `y` (m,), zero-padded to `d_pad` inputs: one per rank in ``GENERATIVE_RANKS`` (x and y None: the zero
-    head, which adds nothing, alone).
+    head, which adds nothing, alone). With `std_cols` (the number of leading columns of `x` that are the
+    standardised features, the first of its two views), one more per rank reads those columns only, with
+    the covariance's nonlinear shrinkage (:func:`nonlinear_shrinkage_cov`; the two views together are
+    nearly collinear, which it does not survive), when there are enough rows for it.
 
     x | y ~ N(B phi(y) + c, S), phi the attribute's basis (:func:`y_basis`), B by least squares (a small
     ridge), S the residuals' Ledoit-Wolf shrunk covariance. Up to a function of x alone, which the
@@ -236,6 +269,17 @@ def generative_head_init(x: np.ndarray | None, y: np.ndarray | None, d_pad: int
     if x is None or y is None:
         return [zero]
     x = np.asarray(x, dtype=np.float64)
+    heads = _generative_heads(x, y, zero, ledoit_wolf_cov)
+    if std_cols is not None and 0 < std_cols < x.shape[1] and std_cols < len(y) - 2 * p:
+        heads += _generative_heads(x[:, :std_cols], y, zero,
+                                   lambda r: nonlinear_shrinkage_cov(r, dof=len(y) - p - 1))
+    return heads
+
+
+def _generative_heads(x: np.ndarray, y: np.ndarray, zero: dict[str, np.ndarray], cov_fn: Any
+                      ) -> list[dict[str, np.ndarray]]:
+    """:func:`generative_head_init`'s heads, one per rank, fitted on all of `x` with the covariance `cov_fn`."""
+    p = 1 + N_BUMPS
     m, d = x.shape
     phi = y_basis(torch.from_numpy(np.asarray(y, dtype=np.float64))[None]).numpy()[0]
     pm, xm = phi.mean(0), x.mean(0)
@@ -243,7 +287,7 @@ def generative_head_init(x: np.ndarray | None, y: np.ndarray | None, d_pad: int
     bt = np.linalg.solve(pc.T @ pc + 1e-3 * m * np.eye(p), pc.T @ xc)  # (p, d) = B'
     c = xm - pm @ bt
     resid = xc - pc @ bt
-    cov = ledoit_wolf_cov(resid)
+    cov = cov_fn(resid)
     lam, v = np.linalg.eigh(cov)
     lam = np.clip(lam, 1e-12 * max(float(lam.max()), 1e-300), None)
     bw = (bt @ v) / np.sqrt(lam)  # (p, d): B' S^-1/2 in the eigenbasis
@@ -294,6 +338,7 @@ __all__ = [
     "init_params",
     "ledoit_wolf_cov",
     "linear_head_init",
+    "nonlinear_shrinkage_cov",
     "soft_cap",
     "y_basis",
 ]

@@ -60,6 +60,7 @@ class Job:
     seed: int
     test_seed: int | None = None  # draws the test rows (shared by the seeds of one layer x attribute); None: `seed`
     test: np.ndarray | None = None  # positions in `rows` of the test rows (a cross-fitting fold); None: drawn
+    std_cols: int | None = None  # leading columns of `x` that are the standardised features (None: not known)
 
 
 @dataclass
@@ -381,7 +382,7 @@ def _initial_critics(est: "NeuralEstimator", jobs: list[Job], splits: list[tuple
     )
     generative = None
     if linear is not None and continuous and est.generative_head:
-        generative = [critics.generative_head_init(j.x[tr], j.y[sp[0]], d_max)
+        generative = [critics.generative_head_init(j.x[tr], j.y[sp[0]], d_max, std_cols=j.std_cols)
                       for j, tr, sp in zip(jobs, train_rows, splits)]
         for k in generative[0][0]:  # the generative head starts switched off (zero); validation may switch it on
             init[k] = np.zeros((len(jobs), *generative[0][0][k].shape), np.float32)
@@ -422,7 +423,7 @@ class _EarlyStopping:
               aux: dict[str, Tensor], continuous: bool) -> np.ndarray:
         """Score the untrained critics, candidates too (with the linear head, the linear fit), and with
         generative heads start each critic from the better head; return the generative head each took
-        (its index among the ranks, -1 for none)."""
+        (its index among the candidate heads, -1 for none)."""
         with torch.no_grad():
             v0, se0 = evaluate(est, start.params, data.X, data.layer_of, data.Y, val[0], val[1], continuous, aux,
                                max_cols=est.val_cols, which="val")
@@ -562,13 +563,15 @@ def _take_probe_refits(best: dict[str, Tensor], selected: np.ndarray, jobs: list
 def _take_generative_refits(best: dict[str, Tensor], rank: np.ndarray, jobs: list[Job],
                             splits: list[tuple[np.ndarray, np.ndarray, np.ndarray]], d_max: int, dev: torch.device
                             ) -> None:
-    """Where validation kept a generative head untouched by training (`rank` >= 0, its index among the ranks),
+    """Where validation kept a generative head untouched by training (`rank` >= 0, its index among the heads),
     put the same head fitted on all the fold's other rows (training and validation) in `best`, as the
     probe's refit does: the choice was made on the validation rows, the test rows never enter."""
     for g in np.flatnonzero(rank >= 0):
         tr, va, _ = splits[g]
         fit_rows = np.concatenate([tr, va])
-        head = critics.generative_head_init(jobs[g].x[jobs[g].rows[fit_rows]], jobs[g].y[fit_rows], d_max)[rank[g]]
+        job = jobs[g]
+        head = critics.generative_head_init(job.x[job.rows[fit_rows]], job.y[fit_rows], d_max,
+                                            std_cols=job.std_cols)[rank[g]]
         for k, v in head.items():
             best[k][g] = torch.from_numpy(np.asarray(v, dtype=np.float32)).to(dev)
 
@@ -617,7 +620,7 @@ def _choose_head(est: "NeuralEstimator", params: dict[str, Tensor], generative: 
     (one per rank). The score is the bound less one standard error: with few rows a generative head
     can win on the bound by a little while scoring some rows wildly, which the reported interval pays
     for. Sets `params` in place; returns the starting validation bounds and the generative head each
-    critic took (its index in ``critics.GENERATIVE_RANKS``; -1: the ridge probe)."""
+    critic took (its index in the list of candidates; -1: the ridge probe)."""
     X, layer_of, Y, idx, mask, aux = data
     dev = ridge[0].device
     best_v = ridge[0].clone()
