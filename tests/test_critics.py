@@ -328,4 +328,26 @@ def test_generative_heads_of_the_standardised_view_read_only_its_columns():
     assert len(heads) == 2 * k
     for h in heads[k:]:
         assert not h["Gw"][40:].any() and h["Gw"][:40].any()
-    assert len(critics.generative_head_init(both[:60], y[:60], 96, std_cols=40)) == k  # too few rows for it
+    # every call gives as many heads, so critics of layers of any width stack: too few rows for the nonlinear
+    # shrinkage (Ledoit-Wolf on the standardised columns instead), or no known view (the first set again)
+    few = critics.generative_head_init(both[:60], y[:60], 96, std_cols=40)
+    assert len(few) == 2 * k and not any(h["Gw"][40:].any() for h in few[k:])
+    unknown = critics.generative_head_init(both, y, 96)
+    assert len(unknown) == 2 * k and all(np.array_equal(a["Gw"], b["Gw"]) for a, b in zip(unknown[:k], unknown[k:]))
+
+
+def test_critics_of_layers_of_any_width_train_in_one_stack():
+    # a narrow layer gets generative heads with nonlinear shrinkage, a layer as wide as its rows cannot:
+    # both give as many candidate heads, so their critics still stack (and a kept head is refitted)
+    from helpers import FAST
+    from faceaudit.expressivity.training import train_jobs
+
+    rng = np.random.default_rng(12)
+    y = rng.normal(size=400).astype(np.float32)
+    narrow = np.c_[y, np.sin(2 * y), rng.normal(size=(400, 6))].astype(np.float32)
+    wide = (rng.normal(size=(400, 300)) + y[:, None] * 0.2).astype(np.float32)
+    jobs = [Job(np.c_[narrow, narrow], "n", np.arange(400), y, 0, 1, std_cols=8),
+            Job(np.c_[wide, wide], "w", np.arange(400), y, 0, 2, std_cols=300)]
+    fits = train_jobs(jobs, get_estimator("mine", **FAST), progress=False)
+    assert [np.isfinite(f.value) for f in fits] == [True, True]
+    assert fits[0].value > 0.3, fits[0].value

@@ -237,14 +237,17 @@ def nonlinear_shrinkage_cov(r: np.ndarray, dof: int | None = None) -> np.ndarray
 GENERATIVE_RANKS = (1, 2, 3, 5, 8, 1 + N_BUMPS)  # ranks of the generative head that validation chooses among
 
 
-def generative_head_init(x: np.ndarray | None, y: np.ndarray | None, d_pad: int, *, std_cols: int | None = None
-                         ) -> list[dict[str, np.ndarray]]:
+def generative_head_init(x: np.ndarray | None, y: np.ndarray | None, d_pad: int, *, std_cols: int | None = None,
+                         choice_rows: int | None = None) -> list[dict[str, np.ndarray]]:
     """Critics of a Gaussian model of the features given the attribute, fitted on training rows `x` (m, d),
     `y` (m,), zero-padded to `d_pad` inputs: one per rank in ``GENERATIVE_RANKS`` (x and y None: the zero
-    head, which adds nothing, alone). With `std_cols` (the number of leading columns of `x` that are the
-    standardised features, the first of its two views), one more per rank reads those columns only, with
-    the covariance's nonlinear shrinkage (:func:`nonlinear_shrinkage_cov`; the two views together are
-    nearly collinear, which it does not survive), when there are enough rows for it.
+    head, which adds nothing, alone), then as many again: with `std_cols` (the number of leading columns of
+    `x` that are the standardised features, the first of its two views) these read those columns only,
+    with the covariance's nonlinear shrinkage (:func:`nonlinear_shrinkage_cov`; the two views together are
+    nearly collinear, which it does not survive) when there are enough rows for it (`choice_rows`, default
+    the rows given: a refit passes its first fit's, so that it refits the same kind of head), else with
+    Ledoit-Wolf's; without `std_cols` they repeat the first set. Every call thus returns the same number of
+    heads, so critics of several layers can be stacked and a head named by its index.
 
     x | y ~ N(B phi(y) + c, S), phi the attribute's basis (:func:`y_basis`), B by least squares (a small
     ridge), S the residuals' Ledoit-Wolf shrunk covariance. Up to a function of x alone, which the
@@ -270,10 +273,12 @@ def generative_head_init(x: np.ndarray | None, y: np.ndarray | None, d_pad: int,
         return [zero]
     x = np.asarray(x, dtype=np.float64)
     heads = _generative_heads(x, y, zero, ledoit_wolf_cov)
-    if std_cols is not None and 0 < std_cols < x.shape[1] and std_cols < len(y) - 2 * p:
-        heads += _generative_heads(x[:, :std_cols], y, zero,
-                                   lambda r: nonlinear_shrinkage_cov(r, dof=len(y) - p - 1))
-    return heads
+    if std_cols is None or not 0 < std_cols < x.shape[1]:
+        return heads + heads
+    if std_cols < (len(y) if choice_rows is None else choice_rows) - 2 * p:
+        return heads + _generative_heads(x[:, :std_cols], y, zero,
+                                         lambda r: nonlinear_shrinkage_cov(r, dof=len(y) - p - 1))
+    return heads + _generative_heads(x[:, :std_cols], y, zero, ledoit_wolf_cov)
 
 
 def _generative_heads(x: np.ndarray, y: np.ndarray, zero: dict[str, np.ndarray], cov_fn: Any

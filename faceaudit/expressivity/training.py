@@ -571,7 +571,7 @@ def _take_generative_refits(best: dict[str, Tensor], rank: np.ndarray, jobs: lis
         fit_rows = np.concatenate([tr, va])
         job = jobs[g]
         head = critics.generative_head_init(job.x[job.rows[fit_rows]], job.y[fit_rows], d_max,
-                                            std_cols=job.std_cols)[rank[g]]
+                                            std_cols=job.std_cols, choice_rows=len(tr))[rank[g]]
         for k, v in head.items():
             best[k][g] = torch.from_numpy(np.asarray(v, dtype=np.float32)).to(dev)
 
