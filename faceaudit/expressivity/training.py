@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from faceaudit._malloc import keep_freed_memory
@@ -249,6 +250,9 @@ def train_stacks(
         return train_jobs(jobs, est, device=device, progress=progress, desc=desc(jobs), stop=stop)
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="faceaudit-stack")
+    # the probes' and heads' numpy and scikit-learn fits run BLAS in every worker at once: its threads are
+    # shared out too (the limit is process-wide), or 2 workers x 2 BLAS threads fight over 2 cores
+    blas = threadpool_limits(limits=per_worker)
     try:
         futures = [pool.submit(run, jobs) for jobs in stacks]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
@@ -259,6 +263,7 @@ def train_stacks(
     finally:
         stop.set()  # no-op after success; after a failure or Ctrl-C the other stacks end within a step
         pool.shutdown(wait=True, cancel_futures=True)
+        blas.restore_original_limits()
         torch.set_num_threads(threads)  # the default for threads started later, which the workers changed
 
 
