@@ -333,7 +333,16 @@ def test_generative_heads_of_the_standardised_view_read_only_its_columns():
     few = critics.generative_head_init(both[:60], y[:60], 96, std_cols=40)
     assert len(few) == 2 * k and not any(h["Gw"][40:].any() for h in few[k:])
     unknown = critics.generative_head_init(both, y, 96)
-    assert len(unknown) == 2 * k and all(np.array_equal(a["Gw"], b["Gw"]) for a, b in zip(unknown[:k], unknown[k:]))
+    assert len(unknown) == 2 * k and all(a is b for a, b in zip(unknown[:k], unknown[k:]))
+    # a refit fits one head, the same one the list gives at that index (and of the same kind as its first fit)
+    for i in (0, k - 1, k, 2 * k - 1):
+        one = critics.generative_head(both, y, 96, i, std_cols=40)
+        assert all(np.array_equal(one[key], heads[i][key]) for key in heads[i]), i
+        assert all(np.array_equal(critics.generative_head(both, y, 96, i)[key], unknown[i][key]) for key in one), i
+    assert np.array_equal(critics.generative_head(both, y, 96, k, std_cols=40, choice_rows=60)["Gw"],
+                          critics.generative_head_init(both, y, 96, std_cols=40, choice_rows=60)[k]["Gw"])
+    assert not np.array_equal(heads[k]["Gw"],
+                              critics.generative_head_init(both, y, 96, std_cols=40, choice_rows=60)[k]["Gw"])
 
 
 def test_critics_of_layers_of_any_width_train_in_one_stack():

@@ -272,13 +272,35 @@ def generative_head_init(x: np.ndarray | None, y: np.ndarray | None, d_pad: int,
     if x is None or y is None:
         return [zero]
     x = np.asarray(x, dtype=np.float64)
-    heads = _generative_heads(x, y, zero, ledoit_wolf_cov)
+    heads = _head_set(x, y, zero, 0, std_cols, choice_rows)
     if std_cols is None or not 0 < std_cols < x.shape[1]:
-        return heads + heads
-    if std_cols < (len(y) if choice_rows is None else choice_rows) - 2 * p:
-        return heads + _generative_heads(x[:, :std_cols], y, zero,
-                                         lambda r: nonlinear_shrinkage_cov(r, dof=len(y) - p - 1))
-    return heads + _generative_heads(x[:, :std_cols], y, zero, ledoit_wolf_cov)
+        return heads + heads  # the same dicts again: validation skips them
+    return heads + _head_set(x, y, zero, 1, std_cols, choice_rows)
+
+
+def generative_head(x: np.ndarray, y: np.ndarray, d_pad: int, index: int, *, std_cols: int | None = None,
+                    choice_rows: int | None = None) -> dict[str, np.ndarray]:
+    """Head `index` of :func:`generative_head_init` with the same arguments, fitting only its own set (a refit
+    needs one head, not all of them)."""
+    p = 1 + N_BUMPS
+    zero = {"Gw": np.zeros((d_pad, p)), "Gc": np.zeros((1, p)), "GQ": np.zeros((p, p)), "GP": np.zeros((p, p))}
+    k = len(GENERATIVE_RANKS)
+    known = std_cols is not None and 0 < std_cols < x.shape[1]
+    which = index // k if known else 0
+    return _head_set(np.asarray(x, dtype=np.float64), y, zero, which, std_cols, choice_rows)[index % k]
+
+
+def _head_set(x: np.ndarray, y: np.ndarray, zero: dict[str, np.ndarray], which: int, std_cols: int | None,
+              choice_rows: int | None) -> list[dict[str, np.ndarray]]:
+    """Set `which` of the generative heads: 0 reads all of `x` with Ledoit-Wolf's covariance; 1 reads the
+    first `std_cols` columns with the nonlinear shrinkage when there are enough rows, else Ledoit-Wolf's."""
+    if which == 0:
+        return _generative_heads(x, y, zero, ledoit_wolf_cov)
+    p = 1 + N_BUMPS
+    cols = x.shape[1] if std_cols is None else std_cols
+    if cols < (len(y) if choice_rows is None else choice_rows) - 2 * p:
+        return _generative_heads(x[:, :cols], y, zero, lambda r: nonlinear_shrinkage_cov(r, dof=len(y) - p - 1))
+    return _generative_heads(x[:, :cols], y, zero, ledoit_wolf_cov)
 
 
 def _generative_heads(x: np.ndarray, y: np.ndarray, zero: dict[str, np.ndarray], cov_fn: Any
@@ -339,6 +361,7 @@ __all__ = [
     "class_logits",
     "embed_y",
     "encode",
+    "generative_head",
     "generative_head_init",
     "init_params",
     "ledoit_wolf_cov",

@@ -575,8 +575,8 @@ def _take_generative_refits(best: dict[str, Tensor], rank: np.ndarray, jobs: lis
         tr, va, _ = splits[g]
         fit_rows = np.concatenate([tr, va])
         job = jobs[g]
-        head = critics.generative_head_init(job.x[job.rows[fit_rows]], job.y[fit_rows], d_max,
-                                            std_cols=job.std_cols, choice_rows=len(tr))[rank[g]]
+        head = critics.generative_head(job.x[job.rows[fit_rows]], job.y[fit_rows], d_max, int(rank[g]),
+                                       std_cols=job.std_cols, choice_rows=len(tr))
         for k, v in head.items():
             best[k][g] = torch.from_numpy(np.asarray(v, dtype=np.float32)).to(dev)
 
@@ -633,6 +633,8 @@ def _choose_head(est: "NeuralEstimator", params: dict[str, Tensor], generative: 
     take = torch.full_like(best_v, -1, dtype=torch.long)
     with torch.no_grad():
         for r in range(len(generative[0])):
+            if all(any(g[r] is g[q] for q in range(r)) for g in generative):
+                continue  # every critic's candidate r repeats an earlier one (see critics.generative_head_init)
             gen = {k: torch.from_numpy(np.stack([g[r][k] for g in generative]).astype(np.float32)).to(dev)
                    for k in generative[0][r]}
             alt = {k: (gen[k] if k in gen else torch.zeros_like(v) if k in _RIDGE_KEYS else v)
